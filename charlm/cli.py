@@ -1,0 +1,291 @@
+"""The `charlm` command line: parse arguments, call the library, print. No logic lives here.
+
+stdout carries only payload (sample text, scores, JSON); everything else goes to stderr.
+Exit status: 0 success, 1 runtime failure, 2 usage error, 130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+
+from charlm import __version__
+from charlm.config import ModelConfig, TrainConfig
+from charlm.console import err_console
+from charlm.errors import CharlmError, UsageError
+
+app = typer.Typer(
+    help="Train character-level GRU language models on your own text, then sample from them and score text.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+# Typer raises Click's exceptions; newer Typer releases vendor Click, so find the base class through Typer.
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_M, _T = ModelConfig(vocab_size=1), TrainConfig()
+Ckpt = Annotated[
+    Optional[Path],
+    typer.Argument(
+        help="A run folder, a step-* checkpoint folder or a file in one. Default: the newest run under ./checkpoints.",
+        show_default=False,
+    ),
+]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+SkipUnknown = Annotated[
+    bool, typer.Option("--skip-unknown", help="Drop characters the model never saw, instead of stopping with an error.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but the payload and errors.")]
+
+
+def _handled(fn: Callable[..., None]) -> Callable[..., None]:
+    """Turn a CharlmError into its one-line message on stderr and its exit status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except CharlmError as e:
+            err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except BrokenPipeError:
+            # The reader went away (`charlm sample | head`): that is a normal end for a pipeline, not an error.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def _opt(help: str, default: Any = None) -> Any:
+    return typer.Option(help=help + (f" [default: {default}]" if default is not None else ""), show_default=False)
+
+
+@app.command()
+@_handled
+def train(
+    corpus: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="UTF-8 text file(s) to learn from, or - for stdin.", show_default=False),
+    ] = None,
+    out: Annotated[Optional[Path], _opt("Run folder for checkpoints and metrics.", "checkpoints/<corpus name>")] = None,
+    hidden: Annotated[Optional[int], _opt("GRU state size.", _M.hidden)] = None,
+    layers: Annotated[Optional[int], _opt("Stacked GRU layers.", _M.layers)] = None,
+    embed: Annotated[Optional[int], _opt("Character embedding size.", _M.embed)] = None,
+    dropout: Annotated[Optional[float], _opt("Dropout between layers and before the head.", _M.dropout)] = None,
+    seq_len: Annotated[Optional[int], _opt("Characters per stream per step (BPTT length).", _T.seq_len)] = None,
+    batch_size: Annotated[Optional[int], _opt("Parallel streams per step.", _T.batch_size)] = None,
+    lr: Annotated[Optional[float], _opt("Peak learning rate (AdamW; warmup, then cosine decay).", _T.lr)] = None,
+    max_steps: Annotated[Optional[int], _opt("Stop after this many steps.")] = None,
+    max_time: Annotated[Optional[str], _opt("Stop after this long, e.g. 90s, 10m, 2h. With neither limit: 5m.")] = None,
+    val_fraction: Annotated[
+        Optional[float], _opt("Last fraction of the text held out for validation.", _T.val_fraction)
+    ] = None,
+    val: Annotated[Optional[str], _opt("Validate on this file instead of a held-out fraction.")] = None,
+    eval_every: Annotated[
+        Optional[int], _opt("Steps between validations (each saves a checkpoint).", _T.eval_every)
+    ] = None,
+    save_every: Annotated[Optional[int], _opt("Steps between extra checkpoints.")] = None,
+    keep: Annotated[Optional[int], _opt("Recent checkpoints to keep, besides the best.", _T.keep)] = None,
+    seed: Annotated[Optional[int], _opt("Random seed.", _T.seed)] = None,
+    device: Annotated[Optional[str], _opt("auto, cpu, cuda or mps.", _T.device)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    init_from: Annotated[Optional[Path], _opt("Start from this checkpoint's weights (fine-tuning).")] = None,
+    replace_bad_bytes: Annotated[bool, typer.Option(help="Read bytes that are not UTF-8 as U+FFFD.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a model on CORPUS; progress on stderr, checkpoints in the run folder."""
+    from charlm import run
+    from charlm.console import TrainDisplay
+
+    given = {k: v for k, v in locals().items() if v is not None and k in {*_M.to_dict(), *_T.to_dict()}}
+    req = run.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given)
+    with TrainDisplay(quiet=quiet) as display:
+        result = run.train(req, display)
+    _train_summary(result, json_out, quiet)
+    if result.interrupted:
+        raise typer.Exit(143 if result.stopped_by == "SIGTERM" else 130)
+
+
+def _train_summary(result: Any, json_out: bool, quiet: bool) -> None:
+    if result.stopped_by == "already_done":
+        err_console.print(
+            f"{result.run} already trained {result.step} steps; raise --max-steps or --max-time to train further"
+        )
+    elif not quiet:
+        best = f"{result.best_val_bpc:.4f} bits/char" if result.best_val_bpc is not None else "-"
+        err_console.print(
+            f"done: {result.step} steps in {result.elapsed:.0f}s, {result.chars_per_sec:,.0f} "
+            f"chars/s; best validation {best}"
+        )
+        err_console.print(f"checkpoint: {result.best}")
+        if result.interrupted:
+            err_console.print(
+                f"stopped by {result.stopped_by}; continue with: charlm train --resume --out {result.run}"
+            )
+        err_console.print(f"sample from it with: charlm sample {result.run}")
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "run": str(result.run),
+                    "steps": result.step,
+                    "best_val_bpc": result.best_val_bpc,
+                    "best_checkpoint": str(result.best),
+                    "last_checkpoint": str(result.last),
+                    "chars_per_sec": result.chars_per_sec,
+                    "elapsed": result.elapsed,
+                    "stopped_by": result.stopped_by,
+                }
+            )
+        )
+
+
+def _load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[Any, Any, Any]:
+    from charlm import checkpoint as ckpt_io
+    from charlm.train import pick_device
+
+    ck = ckpt_io.resolve(checkpoint, "best")
+    if checkpoint is None and not quiet:
+        err_console.print(f"using {ck.path}", soft_wrap=True)
+    dev = pick_device(device)
+    model, tok = ckpt_io.load_model(ck, dev)
+    return model, tok, dev
+
+
+@app.command()
+@_handled
+def sample(
+    checkpoint: Ckpt = None,
+    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 1000,
+    temperature: Annotated[float, typer.Option(help="Randomness: 0 is greedy, 1 the model's own odds.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample among the k most likely characters only.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample among the likeliest characters covering p.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
+    prime: Annotated[str, typer.Option(help="Text the model reads first and continues; - reads stdin.")] = "",
+    num_samples: Annotated[int, typer.Option(help="Samples to generate, side by side.")] = 1,
+    separator: Annotated[str, typer.Option(help="Written between samples (with --num-samples).")] = "\n\n",
+    stop: Annotated[Optional[str], typer.Option(help="End each sample before the first occurrence of this.")] = None,
+    skip_unknown: SkipUnknown = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Generate text; only the generated text goes to stdout, streamed as it is produced."""
+    from charlm import sample as sampling
+
+    if prime == "-":
+        prime = sys.stdin.read()
+    opts = sampling.SampleOptions(
+        length, temperature, top_k, top_p, seed, prime, stop or None, "skip" if skip_unknown else "error"
+    )
+    sampling.check(opts, num_samples)
+    model, tok, dev = _load(checkpoint, device, quiet)
+    if num_samples == 1:
+        _write_stream(sampling.stream(model, tok, opts, dev))
+    else:
+        texts = sampling.sample_many(model, tok, opts, num_samples, dev)
+        sys.stdout.write(separator.join(texts) + "\n")
+    sys.stdout.flush()
+
+
+def _write_stream(pieces: Any, every: float = 0.05) -> None:
+    """Write text as it comes, flushing at each newline or every `every` seconds."""
+    last = time.monotonic()
+    for piece in pieces:
+        sys.stdout.write(piece)
+        if "\n" in piece or time.monotonic() - last >= every:
+            sys.stdout.flush()
+            last = time.monotonic()
+
+
+@app.command()
+@_handled
+def evaluate(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[CHECKPOINT] FILE|-", help="Optional checkpoint, then the text to score (- for stdin)."
+        ),
+    ],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    skip_unknown: SkipUnknown = False,
+    replace_bad_bytes: Annotated[bool, typer.Option(help="Read bytes that are not UTF-8 as U+FFFD.")] = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Score a text: loss in nats/char, bits/char and perplexity (lower means less surprised)."""
+    from charlm.data import read_text
+    from charlm.evaluate import score_ids
+
+    if len(paths) > 2:
+        raise UsageError("evaluate takes at most two arguments: [CHECKPOINT] FILE")
+    text = read_text(paths[-1], replace_bad_bytes)
+    model, tok, dev = _load(Path(paths[0]) if len(paths) == 2 else None, device, quiet)
+    ids = tok.encode(text, "skip" if skip_unknown else "error", what=paths[-1])
+    if len(ids) < 2:
+        raise UsageError(f"{paths[-1]}: needs at least two (known) characters to score")
+    r = score_ids(model, ids, dev)
+    if json_out:
+        print(json.dumps(r.to_dict()))
+    else:
+        print(
+            f"{r.loss:.4f} nats/char\t{r.bits_per_char:.4f} bits/char\tperplexity {r.perplexity:.3f}\t{r.chars} chars"
+        )
+
+
+@app.command()
+@_handled
+def info(
+    checkpoint: Ckpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Describe a model: shape, size, vocabulary, training so far and the data it learned from."""
+    from charlm import checkpoint as ckpt_io
+    from charlm.report import describe, render
+
+    ck = ckpt_io.resolve(checkpoint, "best")
+    if checkpoint is None and not quiet:
+        err_console.print(f"using {ck.path}", soft_wrap=True)
+    d = describe(ck)
+    print(json.dumps(d) if json_out else render(d))
+
+
+def main() -> None:
+    """Entry point: runs the app and turns every error a user can cause into one line on stderr."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        code = 130
+    except ClickException as e:
+        ctx = getattr(e, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else "charlm: "
+        err_console.print(f"[red]error:[/] {escape(where + e.format_message())}", soft_wrap=True)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

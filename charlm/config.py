@@ -1,0 +1,117 @@
+"""Configuration dataclasses for the model and for a training run, with up-front validation.
+
+Both are saved inside every checkpoint, so a run can be rebuilt from its folder alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    embed: int = 64  # size of the learned vector for each character
+    hidden: int = 512  # GRU state size: the model's memory, and most of its cost (cost grows as hidden**2)
+    layers: int = 1  # stacked GRU layers; each layer reads the hidden states of the one below
+    dropout: float = 0.0  # between GRU layers and before the output head, during training only
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("vocab_size", "embed", "hidden", "layers"):
+            if getattr(self, name) < 1:
+                out.append(f"--{name} must be at least 1 (got {getattr(self, name)})")
+        if not 0.0 <= self.dropout < 1.0:
+            out.append(f"--dropout must be in [0, 1) (got {self.dropout})")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(**_known(cls, d))
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 128  # characters per stream per step: how far back gradients flow (truncated BPTT)
+    batch_size: int = 64  # parallel streams the text is cut into; characters per step = batch_size * seq_len
+    lr: float = 3e-3  # peak learning rate, reached after warmup, then cosine-decayed to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # clip the global gradient norm to this
+    max_steps: int | None = None  # stop after this many steps ...
+    max_time: float | None = None  # ... or after this many seconds of training, whichever comes first
+    val_fraction: float = 0.1  # the last part of the text held out for validation (ignored with a --val file)
+    eval_every: int = 200  # steps between validations (and a checkpoint each time)
+    save_every: int | None = None  # steps between extra checkpoints; None means at each validation only
+    keep: int = 3  # how many recent checkpoints to keep, besides the best one
+    seed: int = 1337
+    device: str = "auto"
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("seq_len", "batch_size", "eval_every", "warmup_steps"):
+            if getattr(self, name) < (0 if name == "warmup_steps" else 1):
+                out.append(f"--{_flag(name)} must be positive (got {getattr(self, name)})")
+        for name in ("max_steps", "save_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                out.append(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
+        if self.keep < 1:
+            out.append(f"--keep must be at least 1 (got {self.keep})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            out.append(f"--lr must be a positive number (got {self.lr})")
+        if self.max_time is not None and not self.max_time > 0:
+            out.append(f"--max-time must be positive (got {self.max_time})")
+        if not 0.0 <= self.val_fraction < 1.0:
+            out.append(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            out.append(f"--device must be auto, cpu, cuda or mps (got {self.device!r})")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**_known(cls, d))
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90s', '10m', '2h', '1h30m' or a bare number of seconds. Raises ValueError."""
+    s = text.strip().lower().replace(" ", "")
+    pos, total, parts = 0, 0.0, 0
+    while pos < len(s):
+        m = _DURATION.match(s, pos)
+        if not m or m.end() == pos:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos, parts = m.end(), parts + 1
+    if not s or pos != len(s) or total <= 0:
+        raise ValueError(f"cannot read {text!r} as a duration (use e.g. 90s, 10m, 2h or 1h30m)")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,53 @@
+"""What `charlm info` says about a checkpoint: a plain dict (for --json) and its text rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from charlm import checkpoint as ckpt_io
+from charlm.tokenizer import describe_char
+
+
+def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
+    m, t, meta = ck.model_config, ck.train_config, ck.meta
+    h, e, v, n = m.hidden, m.embed, m.vocab_size, m.layers
+    # embedding + first layer (3 gates over input and state, two biases) + later layers + head
+    params = v * e + 3 * h * (e + h + 2) + (n - 1) * 3 * h * (2 * h + 2) + h * v + v
+    run = ck.path.parent
+    ckpts = ckpt_io.list_checkpoints(run)
+    best = ckpt_io.best_of(ckpts)
+    return {
+        "checkpoint": str(ck.path),
+        "model": {**m.to_dict(), "parameters": params},
+        "vocabulary": "".join(ck.tokenizer.chars),
+        "step": ck.step,
+        "chars_seen": meta.get("chars_seen"),
+        "elapsed_seconds": meta.get("elapsed"),
+        "val_bpc": meta.get("metrics", {}).get("val_bpc"),
+        "best_val_bpc": best.val_bpc if best is not None and best.val_bpc != float("inf") else None,
+        "best_checkpoint": str(best.path) if best else None,
+        "latest_checkpoint": str(ckpts[-1].path) if ckpts else None,
+        "training": t.to_dict(),
+        "data": meta.get("data", {}),
+        "metrics": ckpt_io.read_metrics(run),
+        "charlm_version": meta.get("charlm_version"),
+    }
+
+
+def render(d: dict[str, Any]) -> str:
+    m, data = d["model"], d["data"]
+    vocab = "".join(describe_char(c)[1:-1] if len(describe_char(c)) <= 4 else describe_char(c) for c in d["vocabulary"])
+    best = f"{d['best_val_bpc']:.4f}" if d["best_val_bpc"] is not None else "-"
+    lines = [
+        f"checkpoint      {d['checkpoint']}",
+        f"model           GRU, {m['layers']} layer(s) x {m['hidden']} hidden, embedding {m['embed']}, "
+        f"dropout {m['dropout']}",
+        f"parameters      {m['parameters']:,}",
+        f"vocabulary      {m['vocab_size']} characters: {vocab}",
+        f"steps trained   {d['step']:,} ({(d['chars_seen'] or 0):,} characters, {d['elapsed_seconds'] or 0:.0f}s)",
+        f"val bits/char   {d['val_bpc'] if d['val_bpc'] is None else format(d['val_bpc'], '.4f')} here, "
+        f"best {best} ({d['best_checkpoint']})",
+        f"trained on      {', '.join(data.get('sources', [])) or '-'} "
+        f"({data.get('train_chars', 0):,} training + {data.get('val_chars', 0):,} validation characters)",
+    ]
+    return "\n".join(lines)
