@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
+import shutil
 import subprocess
 import zlib
 from html.parser import HTMLParser
@@ -144,6 +146,51 @@ def test_html_parses_and_holds_the_data(setup) -> None:
     assert np.abs(z1 - ex.layers[1].z).max() <= 0.5 / 255 + 1e-12
     h0 = np.frombuffer(base64.b64decode(data["layers"][0]["h"]), dtype=np.uint8).reshape(len(ids), 16) / 127.5 - 1
     assert np.abs(h0 - ex.layers[0].h).max() <= 1 / 255 + 1e-12
+
+
+_DOM_STUB = """
+const els = {};
+function el(id) {
+  return els[id] || (els[id] = {id, style: {}, value: {view: 'h', layer: '1', unit: '5'}[id] || '', textContent: '',
+    offsetWidth: 100, offsetHeight: 50, on: {}, addEventListener(k, f) { this.on[k] = f; }});
+}
+el('charlm-data').textContent = __DATA__;
+const SP = Array.from({length: __N__}, (_, i) => ({dataset: {i: String(i)}, style: {}}));
+global.document = {getElementById: el, querySelectorAll: () => SP};
+global.innerWidth = 1000; global.innerHeight = 800;
+global.atob = s => Buffer.from(s, 'base64').toString('binary');
+"""
+_DOM_CHECK = """
+const unitView = SP.map(s => s.style.background);
+el('text').on.mouseover({target: SP[3], clientX: 10, clientY: 10});
+const tipText = el('tip').textContent;
+el('view').value = 'bits'; el('view').on.input();
+console.log(JSON.stringify({unitView, tip: tipText, bitsView: SP.map(s => s.style.background)}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_html_script_colours_and_shows_gate_values(setup, tmp_path) -> None:
+    """Run the page's own script under node against a minimal stand-in for the page's elements."""
+    model, tok, ids = setup
+    ex = explain(model, tok, ids, top_k=3)
+    page = render(ex, unit=(1, 5))
+    p = _Page()
+    p.feed(page)
+    script = page.rsplit("<script>", 1)[1].split("</script>")[0]
+    stub = _DOM_STUB.replace("__DATA__", json.dumps(p.data)).replace("__N__", str(len(ids)))
+    (tmp_path / "t.js").write_text(stub + script + _DOM_CHECK, encoding="utf-8")
+    res = subprocess.run(["node", str(tmp_path / "t.js")], capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    h = ex.layers[1].h[:, 5]
+    assert all(("220,50,40" if v >= 0 else "40,90,220") in c for v, c in zip(h, out["unitView"], strict=True))
+    tip = out["tip"]
+    assert float(re.search(r"([0-9.]+) bits", tip).group(1)) == pytest.approx(ex.bits[3], abs=0.006)
+    assert json.dumps(ex.top_chars[3][0]) in tip.split("model expected:")[1]
+    shown = [float(v) for v in re.findall(r"unit 5: h (-?[0-9.]+)", tip)]
+    assert shown == pytest.approx([g.h[3, 5] for g in ex.layers], abs=0.006) and "layer 1: mean z" in tip
+    assert out["bitsView"][0] == "" and out["bitsView"][5].startswith("rgba(230,40,30,")
 
 
 def _png_pixels(png: bytes) -> bytes:
