@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from charlm.errors import CharlmError
 from charlm.explain import Explanation
 
 MAX_BITS = 8.0  # surprisal at which the colour is fully saturated
@@ -141,4 +142,7 @@ def render(ex: Explanation, title: str = "charlm explain", unit: tuple[int, int]
 
 
 def write(path: Path, page: str) -> None:
-    path.write_text(page, encoding="utf-8")
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise CharlmError(f"--html {path}: cannot write it ({e.strerror or e})") from None
