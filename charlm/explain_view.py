@@ -1,0 +1,121 @@
+"""How `charlm explain` and `charlm units` look on a terminal: coloured text, summaries and tables as rich objects.
+
+They are printed on stdout (they are the payload); rich drops the colour when stdout is not a terminal or
+NO_COLOR is set, leaving the plain text.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from rich.color import Color
+from rich.console import Console
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+
+from charlm.explain import Explanation, surprising_spans
+from charlm.tokenizer import describe_char
+from charlm.units import UnitScore
+
+MAX_BITS = 8.0  # surprisal shown at full colour
+
+
+def out_console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def _bg(r: float, g: float, b: float) -> Style:
+    return Style(bgcolor=Color.from_rgb(r, g, b), color="black")
+
+
+def _shade(strength: float, rgb: tuple[int, int, int]) -> Style | None:
+    """White blended towards rgb by strength in [0, 1]; None below a visible amount."""
+    a = float(np.clip(strength, 0.0, 1.0))
+    if a < 0.05:
+        return None
+    return _bg(*(255 + (c - 255) * a for c in rgb))
+
+
+def coloured(chars: list[str], strengths: np.ndarray, negative: np.ndarray | None = None) -> Text:
+    """The text with each character's background set by its strength (red), or blue where `negative`."""
+    text = Text()
+    for i, ch in enumerate(chars):
+        neg = negative is not None and bool(negative[i])
+        style = (
+            None
+            if ch == "\n" or np.isnan(strengths[i])
+            else _shade(strengths[i], (70, 110, 235) if neg else (235, 60, 45))
+        )
+        text.append(ch, style=style)
+    return text
+
+
+def by_surprisal(ex: Explanation) -> Text:
+    return coloured(ex.chars, ex.bits / MAX_BITS)
+
+
+def by_unit(ex: Explanation, layer: int, unit: int) -> Text:
+    """Red where the unit's state h is positive, blue where negative; the deeper, the further from 0."""
+    h = ex.layers[layer].h[:, unit]
+    return coloured(ex.chars, np.abs(h), h < 0)
+
+
+def _show(s: str) -> str:
+    return "".join(describe_char(c).strip("'") if not c.isprintable() or c == "\n" else c for c in s)
+
+
+def summary(ex: Explanation, spans: int = 5) -> Text:
+    out = Text(f"{ex.bits_per_char:.4f} bits/char over {ex.scored} predicted characters ({ex.total_bits:.1f} bits)\n")
+    out.append("most surprising spans:\n")
+    for start, end, bits in surprising_spans(ex.bits, count=spans):
+        out.append(f"  {start:>6}-{end - 1:<6} {bits:6.1f} bits  ")
+        out.append(_show("".join(ex.chars[start:end])) + "\n", style="bold")
+    return out
+
+
+def at(ex: Explanation, n: int) -> Table:
+    """The model's top guesses for the character at position n, with what was actually there."""
+    context = _show("".join(ex.chars[max(0, n - 30) : n]))
+    table = Table(title=f"position {n}: after …{context}", title_justify="left", box=None)
+    for col in ("guess", "probability", "bits"):
+        table.add_column(col, justify="left" if col == "guess" else "right")
+    for c, p in zip(ex.top_chars[n], ex.top_probs[n], strict=False):
+        mark = "  <- actual" if c == ex.chars[n] else ""
+        table.add_row(describe_char(c) + mark, f"{p:.4f}", f"{-np.log2(p):.2f}")
+    table.caption = f"actual {describe_char(ex.chars[n])}: {ex.bits[n]:.2f} bits"
+    table.caption_justify = "left"
+    return table
+
+
+def gates_table(rows: list[dict]) -> Table:
+    table = Table(title="gate saturation (fraction of characters: left < 0.1, right > 0.9)", title_justify="left")
+    for col in ("layer", "gate", "left", "right", "units mostly left", "units mostly right", "never saturated"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r["layer"]),
+            r["gate"],
+            f"{r['left']:.3f}",
+            f"{r['right']:.3f}",
+            f"{r['units_mostly_left']}/{r['units']}",
+            f"{r['units_mostly_right']}/{r['units']}",
+            f"{r['units_never_saturated']}/{r['units']}",
+        )
+    return table
+
+
+def units_table(found: dict[str, list[UnitScore] | str]) -> Table:
+    table = Table(title="units that track features of the text (h; |corr| ranks them)", title_justify="left")
+    for col in ("feature", "layer", "unit", "corr", "balanced acc."):
+        table.add_column(col, justify="left" if col == "feature" else "right")
+    for name, scores in found.items():
+        if isinstance(scores, str):
+            table.add_row(name, "-", "-", "-", scores)
+            continue
+        for i, s in enumerate(scores):
+            acc = "-" if s.balanced_accuracy is None else f"{s.balanced_accuracy:.3f}"
+            table.add_row(name if i == 0 else "", str(s.layer), str(s.unit), f"{s.corr:+.3f}", acc)
+        table.add_section()
+    return table
