@@ -43,8 +43,8 @@ class _ChartProgress(Progress):
     """A progress bar with the train and validation bits/char curves drawn above it."""
 
     def __init__(self, *columns: Any, chart: Any, **kwargs: Any) -> None:
+        self.chart = chart  # before Progress.__init__, which renders once
         super().__init__(*columns, **kwargs)
-        self.chart = chart
 
     def get_renderables(self) -> Any:
         lines = self.chart()
@@ -106,7 +106,8 @@ class TrainDisplay:
             (self._progress.console if self._progress else self.console).print(message)
 
     def chart(self) -> list[str]:
-        return curves({"train bpc": self.train_curve, "val bpc": self.val_curve}, CHART_WIDTH)
+        width = max(8, min(CHART_WIDTH, self.console.width - 41))  # the numbers after it take 41 columns
+        return curves({"train bpc": self.train_curve, "val bpc": self.val_curve}, width)
 
     def stats_line(self, info: dict[str, Any]) -> str:
         val = f"val {self.val_bpc:.3f} bpc" if self.val_bpc is not None else "val -"
