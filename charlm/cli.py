@@ -301,7 +301,7 @@ def plot(
 def main() -> None:
     """Entry point: runs the app and turns every error a user can cause into one line on stderr."""
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="charlm", standalone_mode=False)
         sys.stdout.flush()  # here, not at exit, so a reader that went away cannot cause a traceback
     except BrokenPipeError:
         silence_stdout()
