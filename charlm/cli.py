@@ -49,6 +49,8 @@ SkipUnknown = Annotated[
     bool, typer.Option("--skip-unknown", help="Drop characters the model never saw, instead of stopping with an error.")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but the payload and errors.")]
+PER_LINE_HELP = "Score each line on its own, as if it began a line: bits/char, bits, characters, line (tab-separated)."
+SEPARATOR_HELP = "Put between samples (--num-samples); the last ends with a newline. [default: a blank line]"
 Jsonl = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per record, one per line.")]
 
 
@@ -162,9 +164,7 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
     prime: Annotated[str, typer.Option(help="Text the model reads first and continues; - reads stdin.")] = "",
     num_samples: Annotated[int, typer.Option(help="Samples to generate, side by side.")] = 1,
-    separator: Annotated[
-        str, typer.Option(help="Written between samples (with --num-samples); the last is followed by a newline.")
-    ] = "\n\n",
+    separator: Annotated[str, typer.Option(help=SEPARATOR_HELP, show_default=False)] = "\n\n",
     stop: Annotated[Optional[str], typer.Option(help="End each sample before the first occurrence of this.")] = None,
     jsonl: Annotated[bool, typer.Option("--jsonl", help='One JSON object per sample: {"sample": i, "text": ...}.')] = (
         False
@@ -179,7 +179,7 @@ def sample(
     """Generate text; only the generated text goes to stdout, streamed as it is produced."""
     from charlm import sample as sampling
     from charlm.shell import interactive as prompt_loop
-    from charlm.shell import write_stream
+    from charlm.shell import write_samples, write_stream
 
     if interactive and prime == "-":
         raise UsageError("--interactive reads primes from stdin; it cannot also take --prime -")
@@ -196,12 +196,7 @@ def sample(
     elif num_samples == 1 and not jsonl:
         write_stream(sampling.stream(model, tok, opts, dev))
     else:
-        texts = sampling.sample_many(model, tok, opts, num_samples, dev)
-        for i, text in enumerate(texts):
-            if jsonl:
-                print_json({"sample": i, "text": text}, flush=True)
-            else:
-                sys.stdout.write(text + (separator if i < len(texts) - 1 else "\n"))
+        write_samples(sampling.sample_many(model, tok, opts, num_samples, dev), separator, jsonl)
 
 
 @app.command()
@@ -214,14 +209,7 @@ def evaluate(
         ),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    per_line: Annotated[
-        bool,
-        typer.Option(
-            "--per-line",
-            help="Score each line on its own, as if it began a line: bits/char, bits, chars and the line, "
-            "tab-separated, one record per input line.",
-        ),
-    ] = False,
+    per_line: Annotated[bool, typer.Option("--per-line", help=PER_LINE_HELP)] = False,
     jsonl: Jsonl = False,
     skip_unknown: SkipUnknown = False,
     replace_bad_bytes: Annotated[bool, typer.Option(help="Read bytes that are not UTF-8 as U+FFFD.")] = False,
@@ -284,18 +272,11 @@ def plot(
     quiet: Quiet = False,
 ) -> None:
     """Draw a run's training curve (train and validation bits/char) as a PNG; needs matplotlib."""
-    from charlm import checkpoint as ckpt_io
-    from charlm.plot import plot_metrics
+    from charlm.plot import plot_run
 
-    ck = ckpt_io.resolve(checkpoint, "best")
-    run = ck.path.parent
-    target = output or run / "curve.png"
-    to_stdout = str(target) == "-"
-    plot_metrics(ckpt_io.read_metrics(run), sys.stdout.buffer if to_stdout else target, title=run.name)
-    if to_stdout:
-        sys.stdout.buffer.flush()
-    elif not quiet:
-        err_console.print(f"wrote {target}", soft_wrap=True)
+    written = plot_run(checkpoint, output)
+    if written is not None and not quiet:
+        err_console.print(f"wrote {written}", soft_wrap=True)
 
 
 def main() -> None:

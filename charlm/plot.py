@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from charlm import checkpoint as ckpt_io
 from charlm.charts import LN2
 from charlm.errors import CharlmError
 
@@ -41,3 +43,15 @@ def plot_metrics(metrics: list[dict[str, Any]], out: Path | BinaryIO, title: str
     fig.tight_layout()
     fig.savefig(out, format="png")
     plt.close(fig)
+
+
+def plot_run(checkpoint: Path | None, output: Path | None) -> Path | None:
+    """Plot the run holding `checkpoint` to `output` (default RUN/curve.png; "-" is stdout); the file written."""
+    run = ckpt_io.resolve(checkpoint, "best").path.parent
+    target = output or run / "curve.png"
+    if str(target) == "-":
+        plot_metrics(ckpt_io.read_metrics(run), sys.stdout.buffer, title=run.name)
+        sys.stdout.buffer.flush()
+        return None
+    plot_metrics(ckpt_io.read_metrics(run), target, title=run.name)
+    return target

@@ -35,6 +35,15 @@ def write_stream(pieces: Iterable[str], out: TextIO | None = None, every: float 
     out.flush()
 
 
+def write_samples(texts: list[str], separator: str, jsonl: bool) -> None:
+    """Several samples: `separator` between them and a newline after the last, or one JSON record each."""
+    for i, text in enumerate(texts):
+        if jsonl:
+            print_json({"sample": i, "text": text}, flush=True)
+        else:
+            sys.stdout.write(text + (separator if i < len(texts) - 1 else "\n"))
+
+
 def _clean(value: Any) -> Any:
     """NaN and infinity become null: JSON has no other way to say them."""
     if isinstance(value, float) and not math.isfinite(value):
