@@ -50,7 +50,7 @@ SkipUnknown = Annotated[
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but the payload and errors.")]
 PER_LINE_HELP = "Score each line on its own, as if it began a line: bits/char, bits, characters, line (tab-separated)."
-SEPARATOR_HELP = "Put between samples (--num-samples); the last ends with a newline. [default: a blank line]"
+SEPARATOR_HELP = "Put between samples (--num-samples); the last ends with a newline. \\[default: a blank line]"
 Jsonl = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per record, one per line.")]
 
 
@@ -88,7 +88,7 @@ def _root(
 
 
 def _opt(help: str, default: Any = None) -> Any:
-    return typer.Option(help=help + (f" [default: {default}]" if default is not None else ""), show_default=False)
+    return typer.Option(help=help + (f" \\[default: {default}]" if default is not None else ""), show_default=False)
 
 
 @app.command()
@@ -267,7 +267,7 @@ def info(
 def plot(
     checkpoint: Ckpt = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="PNG file to write, - for stdout. [default: RUN/curve.png]")
+        Optional[Path], typer.Option("--output", "-o", help="PNG to write, - for stdout. \\[default: RUN/curve.png]")
     ] = None,
     quiet: Quiet = False,
 ) -> None:
