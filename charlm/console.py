@@ -40,7 +40,7 @@ def _remaining(info: dict[str, Any]) -> str:
 
 
 class _ChartProgress(Progress):
-    """A progress bar with the train and validation bits/char curves drawn above it."""
+    """A progress bar with the train and validation bits/char curves drawn above it and the figures below."""
 
     def __init__(self, *columns: Any, chart: Any, **kwargs: Any) -> None:
         self.chart = chart  # before Progress.__init__, which renders once
@@ -51,6 +51,8 @@ class _ChartProgress(Progress):
         if lines:
             yield Text("\n".join(lines), style="cyan")
         yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            yield Text(task.fields.get("stats", ""), no_wrap=True, overflow="ellipsis")
 
 
 def preview(model: Any, tokenizer: Any, length: int = PREVIEW_CHARS, temperature: float = PREVIEW_TEMPERATURE) -> str:
@@ -78,14 +80,14 @@ class TrainDisplay:
         self._last_plain = -PLAIN_EVERY
         self._progress: Progress | None = None
         self._task: Any = None
+        self._last_step: dict[str, Any] | None = None
 
     def __enter__(self) -> TrainDisplay:
         if self.live:
             self._progress = _ChartProgress(
                 TextColumn("[bold]train"),
-                BarColumn(),
+                BarColumn(bar_width=None),
                 TextColumn("{task.percentage:>3.0f}%"),
-                TextColumn("{task.fields[stats]}"),
                 console=self.console,
                 transient=False,
                 redirect_stdout=False,
@@ -128,7 +130,7 @@ class TrainDisplay:
                 + (f", resuming at step {info['step']}" if info["step"] else "")
             )
         elif kind == "step":
-            line = self.stats_line(info)
+            line, self._last_step = self.stats_line(info), info
             self.train_curve.append(info["loss"] / LN2)
             if len(self.train_curve) > 4 * 1024:  # keep the history bounded: halve its resolution
                 pairs = zip(self.train_curve[::2], self.train_curve[1::2], strict=False)
@@ -141,6 +143,8 @@ class TrainDisplay:
         elif kind == "eval" and "val_bpc" in info:
             self.val_bpc = info["val_bpc"]
             self.val_curve.append(self.val_bpc)
+            if self._progress is not None and self._last_step is not None:
+                self._progress.update(self._task, stats=self.stats_line(self._last_step))
             is_best = self.best is None or self.val_bpc < self.best
             self.best = self.val_bpc if is_best else self.best
             self.log(
