@@ -1,16 +1,13 @@
 """The `charlm` command line: parse arguments, call the library, print. No logic lives here.
 
-stdout carries only payload (sample text, scores, JSON); everything else goes to stderr.
+stdout carries only payload (sample text, scores, JSON); everything else goes to stderr (see charlm.shell).
 Exit status: 0 success, 1 runtime failure, 2 usage error, 130/143 interrupted by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -22,9 +19,16 @@ from charlm import __version__
 from charlm.config import ModelConfig, TrainConfig
 from charlm.console import err_console
 from charlm.errors import CharlmError, UsageError
+from charlm.shell import print_json, silence_stdout
 
+EXIT_CODES = (
+    "stdout carries only payload (text, scores, JSON); progress, warnings and errors go to stderr. "
+    "A FILE of - reads stdin. Exit status: 0 success, 1 runtime failure, 2 usage error, "
+    "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
+)
 app = typer.Typer(
     help="Train character-level GRU language models on your own text, then sample from them and score text.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -45,6 +49,9 @@ SkipUnknown = Annotated[
     bool, typer.Option("--skip-unknown", help="Drop characters the model never saw, instead of stopping with an error.")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but the payload and errors.")]
+PER_LINE_HELP = "Score each line on its own, as if it began a line: bits/char, bits, characters, line (tab-separated)."
+SEPARATOR_HELP = "Put between samples (--num-samples); the last ends with a newline. \\[default: a blank line]"
+Jsonl = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per record, one per line.")]
 
 
 def _handled(fn: Callable[..., None]) -> Callable[..., None]:
@@ -59,7 +66,7 @@ def _handled(fn: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:
             # The reader went away (`charlm sample | head`): that is a normal end for a pipeline, not an error.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            silence_stdout()
             raise typer.Exit(0) from None
 
     return wrapper
@@ -81,7 +88,7 @@ def _root(
 
 
 def _opt(help: str, default: Any = None) -> Any:
-    return typer.Option(help=help + (f" [default: {default}]" if default is not None else ""), show_default=False)
+    return typer.Option(help=help + (f" \\[default: {default}]" if default is not None else ""), show_default=False)
 
 
 @app.command()
@@ -120,49 +127,18 @@ def train(
 ) -> None:
     """Train a model on CORPUS; progress on stderr, checkpoints in the run folder."""
     from charlm import run
-    from charlm.console import TrainDisplay
+    from charlm.console import TrainDisplay, train_done
+    from charlm.shell import train_summary
 
     given = {k: v for k, v in locals().items() if v is not None and k in {*_M.to_dict(), *_T.to_dict()}}
     req = run.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given)
     with TrainDisplay(quiet=quiet) as display:
         result = run.train(req, display)
-    _train_summary(result, json_out, quiet)
+    train_done(result, quiet)
+    if json_out:
+        print_json(train_summary(result))
     if result.interrupted:
         raise typer.Exit(143 if result.stopped_by == "SIGTERM" else 130)
-
-
-def _train_summary(result: Any, json_out: bool, quiet: bool) -> None:
-    if result.stopped_by == "already_done":
-        err_console.print(
-            f"{result.run} already trained {result.step} steps; raise --max-steps or --max-time to train further"
-        )
-    elif not quiet:
-        best = f"{result.best_val_bpc:.4f} bits/char" if result.best_val_bpc is not None else "-"
-        err_console.print(
-            f"done: {result.step} steps in {result.elapsed:.0f}s, {result.chars_per_sec:,.0f} "
-            f"chars/s; best validation {best}"
-        )
-        err_console.print(f"checkpoint: {result.best}")
-        if result.interrupted:
-            err_console.print(
-                f"stopped by {result.stopped_by}; continue with: charlm train --resume --out {result.run}"
-            )
-        err_console.print(f"sample from it with: charlm sample {result.run}")
-    if json_out:
-        print(
-            json.dumps(
-                {
-                    "run": str(result.run),
-                    "steps": result.step,
-                    "best_val_bpc": result.best_val_bpc,
-                    "best_checkpoint": str(result.best),
-                    "last_checkpoint": str(result.last),
-                    "chars_per_sec": result.chars_per_sec,
-                    "elapsed": result.elapsed,
-                    "stopped_by": result.stopped_by,
-                }
-            )
-        )
 
 
 def _load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[Any, Any, Any]:
@@ -188,15 +164,25 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
     prime: Annotated[str, typer.Option(help="Text the model reads first and continues; - reads stdin.")] = "",
     num_samples: Annotated[int, typer.Option(help="Samples to generate, side by side.")] = 1,
-    separator: Annotated[str, typer.Option(help="Written between samples (with --num-samples).")] = "\n\n",
+    separator: Annotated[str, typer.Option(help=SEPARATOR_HELP, show_default=False)] = "\n\n",
     stop: Annotated[Optional[str], typer.Option(help="End each sample before the first occurrence of this.")] = None,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help='One JSON object per sample: {"sample": i, "text": ...}.')] = (
+        False
+    ),
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="Continue each line read from stdin, until end of input.")
+    ] = False,
     skip_unknown: SkipUnknown = False,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
     """Generate text; only the generated text goes to stdout, streamed as it is produced."""
     from charlm import sample as sampling
+    from charlm.shell import interactive as prompt_loop
+    from charlm.shell import write_samples, write_stream
 
+    if interactive and prime == "-":
+        raise UsageError("--interactive reads primes from stdin; it cannot also take --prime -")
     if prime == "-":
         prime = sys.stdin.read()
     opts = sampling.SampleOptions(
@@ -204,22 +190,13 @@ def sample(
     )
     sampling.check(opts, num_samples)
     model, tok, dev = _load(checkpoint, device, quiet)
-    if num_samples == 1:
-        _write_stream(sampling.stream(model, tok, opts, dev))
+    if interactive:
+        show = sys.stdin.isatty() and not quiet
+        prompt_loop(model, tok, opts, dev, (lambda: err_console.print("> ", end="")) if show else None)
+    elif num_samples == 1 and not jsonl:
+        write_stream(sampling.stream(model, tok, opts, dev))
     else:
-        texts = sampling.sample_many(model, tok, opts, num_samples, dev)
-        sys.stdout.write(separator.join(texts) + "\n")
-    sys.stdout.flush()
-
-
-def _write_stream(pieces: Any, every: float = 0.05) -> None:
-    """Write text as it comes, flushing at each newline or every `every` seconds."""
-    last = time.monotonic()
-    for piece in pieces:
-        sys.stdout.write(piece)
-        if "\n" in piece or time.monotonic() - last >= every:
-            sys.stdout.flush()
-            last = time.monotonic()
+        write_samples(sampling.sample_many(model, tok, opts, num_samples, dev), separator, jsonl)
 
 
 @app.command()
@@ -232,6 +209,8 @@ def evaluate(
         ),
     ],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    per_line: Annotated[bool, typer.Option("--per-line", help=PER_LINE_HELP)] = False,
+    jsonl: Jsonl = False,
     skip_unknown: SkipUnknown = False,
     replace_bad_bytes: Annotated[bool, typer.Option(help="Read bytes that are not UTF-8 as U+FFFD.")] = False,
     device: Device = "auto",
@@ -240,17 +219,22 @@ def evaluate(
     """Score a text: loss in nats/char, bits/char and perplexity (lower means less surprised)."""
     from charlm.data import read_text
     from charlm.evaluate import score_ids
+    from charlm.shell import line_records, print_line_scores
 
     if len(paths) > 2:
         raise UsageError("evaluate takes at most two arguments: [CHECKPOINT] FILE")
+    if jsonl and not per_line or json_out and per_line:
+        raise UsageError("use --jsonl with --per-line (many records), --json without it (one summary)")
     text = read_text(paths[-1], replace_bad_bytes)
     model, tok, dev = _load(Path(paths[0]) if len(paths) == 2 else None, device, quiet)
+    if per_line:
+        return print_line_scores(line_records(model, tok, text, skip_unknown, dev), jsonl)
     ids = tok.encode(text, "skip" if skip_unknown else "error", what=paths[-1])
     if len(ids) < 2:
         raise UsageError(f"{paths[-1]}: needs at least two (known) characters to score")
     r = score_ids(model, ids, dev)
     if json_out:
-        print(json.dumps(r.to_dict()))
+        print_json(r.to_dict())
     else:
         print(
             f"{r.loss:.4f} nats/char\t{r.bits_per_char:.4f} bits/char\tperplexity {r.perplexity:.3f}\t{r.chars} chars"
@@ -272,7 +256,27 @@ def info(
     if checkpoint is None and not quiet:
         err_console.print(f"using {ck.path}", soft_wrap=True)
     d = describe(ck)
-    print(json.dumps(d) if json_out else render(d))
+    if json_out:
+        print_json(d)
+    else:
+        print(render(d))
+
+
+@app.command()
+@_handled
+def plot(
+    checkpoint: Ckpt = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="PNG to write, - for stdout. \\[default: RUN/curve.png]")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Draw a run's training curve (train and validation bits/char) as a PNG; needs matplotlib."""
+    from charlm.plot import plot_run
+
+    written = plot_run(checkpoint, output)
+    if written is not None and not quiet:
+        err_console.print(f"wrote {written}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------- explain and units: what a model learned
@@ -422,7 +426,11 @@ def units(
 def main() -> None:
     """Entry point: runs the app and turns every error a user can cause into one line on stderr."""
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="charlm", standalone_mode=False)
+        sys.stdout.flush()  # here, not at exit, so a reader that went away cannot cause a traceback
+    except BrokenPipeError:
+        silence_stdout()
+        code = 0
     except typer.Abort:
         code = 130
     except ClickException as e:

@@ -74,3 +74,60 @@ def score_ids(
         nats += nll[mt[:, a : a + chunk]].double().sum()
     model.train(was_training)
     return EvalResult(int(mask.sum()), float(nats))
+
+
+@dataclass
+class LineScore:
+    chars: int  # characters of the line that were scored
+    bits: float  # their total surprise in bits
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.bits / self.chars if self.chars else math.nan
+
+
+@torch.no_grad()
+def score_lines(
+    model: CharGRU,
+    lines: list[np.ndarray],
+    start: int | None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    chunk: int = 512,
+) -> list[LineScore]:
+    """Score each line (an array of ids) on its own, from a fresh state, in padded batches.
+
+    With `start` (the id of "\\n") every line is read as if it began a line of text, so its first character
+    is scored too; without it the first character is only context. Lines are sorted by length so a batch
+    holds lines of similar length, and padding (masked out) only ever follows a line's scored characters.
+    """
+    was_training = model.training
+    model.eval()
+    ctx = [np.concatenate(([start], ids)) if start is not None else np.asarray(ids) for ids in lines]
+    out: list[LineScore] = [LineScore(0, 0.0)] * len(lines)
+    order = sorted(range(len(ctx)), key=lambda i: len(ctx[i]))
+    for a in range(0, len(order), batch_size):
+        rows = [i for i in order[a : a + batch_size] if len(ctx[i]) >= 2]
+        if rows:
+            for i, nats in zip(rows, _batch_nats(model, [ctx[i] for i in rows], device, chunk), strict=True):
+                out[i] = LineScore(len(ctx[i]) - 1, nats / math.log(2))
+    model.train(was_training)
+    return out
+
+
+def _batch_nats(model: CharGRU, seqs: list[np.ndarray], device: torch.device | str, chunk: int) -> list[float]:
+    """Total nats of seq[1:] given what precedes it, for each sequence, run side by side."""
+    width = max(len(s) for s in seqs) - 1
+    x = np.zeros((len(seqs), width), dtype=np.int64)
+    y = np.zeros_like(x)
+    mask = np.zeros(x.shape, dtype=bool)
+    for row, s in enumerate(seqs):
+        n = len(s) - 1
+        x[row, :n], y[row, :n], mask[row, :n] = s[:-1], s[1:], True
+    xt, yt, mt = (torch.from_numpy(arr).to(device) for arr in (x, y, mask))
+    hidden, nats = None, torch.zeros(len(seqs), dtype=torch.float64, device=device)
+    for c in range(0, width, chunk):
+        logits, hidden = model(xt[:, c : c + chunk], hidden)
+        nll = F.cross_entropy(logits.transpose(1, 2), yt[:, c : c + chunk], reduction="none")
+        nats += (nll.double() * mt[:, c : c + chunk]).sum(1)
+    return nats.tolist()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from charlm import checkpoint as ckpt_io
+from charlm.charts import curves, metric_series
 from charlm.tokenizer import describe_char
 
 
@@ -50,4 +51,8 @@ def render(d: dict[str, Any]) -> str:
         f"trained on      {', '.join(data.get('sources', [])) or '-'} "
         f"({data.get('train_chars', 0):,} training + {data.get('val_chars', 0):,} validation characters)",
     ]
+    curve = curves(metric_series(d["metrics"]), width=40)
+    if curve:
+        lines.append(f"curve           bits/char at each of {len(d['metrics'])} evaluations, oldest first:")
+        lines += [" " * 16 + c for c in curve]
     return "\n".join(lines)

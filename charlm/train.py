@@ -291,7 +291,8 @@ class Trainer:
                 if self.best_val_bpc is None or val < self.best_val_bpc:
                     self.best_val_bpc = val
             ckpt_io.append_metrics(self.run, metrics)
-            self.emit("eval", metrics)
+            # the model and tokenizer let a display show a sample of the text as it improves
+            self.emit("eval", {**metrics, "model": self.model, "tokenizer": self.data.tokenizer})
         return self.save(metrics)
 
     def _roll_back(self) -> None:

@@ -1,0 +1,130 @@
+"""What charlm writes on stdout, and how it behaves in a pipeline.
+
+stdout carries only payload: sample text, score records, JSON. Text is flushed as it is produced (at each
+newline, or every FLUSH_EVERY seconds), so `charlm sample | tee out.txt` shows it as it comes, and a reader
+that goes away early (`charlm sample | head -c 100`) ends charlm quietly with status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+from rich.markup import escape
+
+from charlm.console import err_console
+from charlm.errors import UsageError
+
+FLUSH_EVERY = 0.05  # seconds
+
+
+def write_stream(pieces: Iterable[str], out: TextIO | None = None, every: float = FLUSH_EVERY) -> None:
+    """Write text as it comes, flushing at each newline or every `every` seconds."""
+    out = out or sys.stdout
+    last = time.monotonic()
+    for piece in pieces:
+        out.write(piece)
+        if "\n" in piece or time.monotonic() - last >= every:
+            out.flush()
+            last = time.monotonic()
+    out.flush()
+
+
+def write_samples(texts: list[str], separator: str, jsonl: bool) -> None:
+    """Several samples: `separator` between them and a newline after the last, or one JSON record each."""
+    for i, text in enumerate(texts):
+        if jsonl:
+            print_json({"sample": i, "text": text}, flush=True)
+        else:
+            sys.stdout.write(text + (separator if i < len(texts) - 1 else "\n"))
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinity become null: JSON has no other way to say them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def print_json(record: dict[str, Any], flush: bool = False) -> None:
+    """One JSON object on one line of stdout (the format of both --json and --jsonl)."""
+    print(json.dumps(_clean(record), ensure_ascii=False), flush=flush)
+
+
+def silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def train_summary(result: Any) -> dict[str, Any]:
+    return {
+        "run": str(result.run),
+        "steps": result.step,
+        "best_val_bpc": result.best_val_bpc,
+        "best_checkpoint": str(result.best) if result.best else None,
+        "last_checkpoint": str(result.last) if result.last else None,
+        "chars_per_sec": result.chars_per_sec,
+        "elapsed": result.elapsed,
+        "stopped_by": result.stopped_by,
+    }
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a text without their "\\n"; a final newline does not start one more (empty) line."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def line_records(model: Any, tok: Any, text: str, skip_unknown: bool, device: Any, block: int = 4096) -> Iterator[Any]:
+    """(line, LineScore) for each line of `text`, in order, scored `block` lines at a time."""
+    from charlm.evaluate import score_lines
+
+    lines = split_lines(text)
+    tok.encode(text, "skip" if skip_unknown else "error", what="the text")  # one clear error for the whole input
+    start = tok.id_of("\n") if "\n" in tok else None
+    for a in range(0, len(lines), block):
+        part = lines[a : a + block]
+        ids = [tok.encode(line, "skip") for line in part]
+        yield from zip(part, score_lines(model, ids, start, device), strict=True)
+
+
+def print_line_scores(records: Iterable[Any], jsonl: bool) -> None:
+    """One record per line: tab-separated `bits/char  bits  chars  line`, or one JSON object (--jsonl)."""
+    for n, (line, s) in enumerate(records, 1):
+        if jsonl:
+            print_json({"line": n, "bits_per_char": s.bits_per_char, "bits": s.bits, "chars": s.chars, "text": line})
+        else:
+            print(f"{s.bits_per_char:.4f}\t{s.bits:.2f}\t{s.chars}\t{line}")
+
+
+def interactive(model: Any, tok: Any, opts: Any, device: Any, prompt: Any = None) -> None:
+    """Read a prime per line of stdin and stream a continuation of it, until end of input."""
+    from dataclasses import replace
+
+    from charlm.sample import stream
+
+    n = 0
+    while True:
+        if prompt is not None:
+            prompt()
+        line = sys.stdin.readline()
+        if not line:
+            return
+        seed = None if opts.seed is None else opts.seed + n
+        n += 1
+        try:
+            write_stream(stream(model, tok, replace(opts, prime=line.rstrip("\n"), seed=seed), device))
+        except UsageError as e:  # a prime with unknown characters: say so and take the next one
+            err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+        print(flush=True)
