@@ -1,0 +1,156 @@
+"""The `explain` and `units` commands: what a model sees in a text, character by character and unit by unit.
+
+They register on the same Typer app as the other commands; like them, they only parse and call the library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from charlm.cli import Device, Quiet, SkipUnknown, _handled, _load, app, err_console
+from charlm.errors import UsageError
+from charlm.shell import print_json
+
+TextArgs = Annotated[
+    Optional[list[str]],
+    typer.Argument(
+        metavar="[CHECKPOINT] FILE|-",
+        help="Optional checkpoint, then a text file to read (- for stdin). Or give --text instead of a file.",
+        show_default=False,
+    ),
+]
+LiteralText = Annotated[Optional[str], typer.Option("--text", help="Use this string as the text instead of a file.")]
+MaxChars = Annotated[int, typer.Option(help="Read at most this many characters of the text (the rest is ignored).")]
+
+
+def _explain_input(
+    paths: Optional[list[str]], literal: Optional[str], max_chars: int, skip_unknown: bool, device: str, quiet: bool
+) -> tuple[Any, Any, Any]:
+    """Checkpoint and text from `[CHECKPOINT] FILE|-` or `[CHECKPOINT] --text STRING` -> (model, tokenizer, ids)."""
+    from charlm.console import warn
+    from charlm.data import read_text
+
+    paths = paths or []
+    n_text = 0 if literal is not None else 1
+    if len(paths) > 1 + n_text or len(paths) < n_text:
+        raise UsageError("give [CHECKPOINT] FILE (or - for stdin), or [CHECKPOINT] --text STRING")
+    if max_chars < 2:
+        raise UsageError(f"--max-chars must be at least 2 (got {max_chars})")
+    text = literal if literal is not None else read_text(paths[-1])
+    what = "--text" if literal is not None else paths[-1]
+    if len(text) > max_chars:
+        if not quiet:
+            warn(f"{what}: using the first {max_chars:,} of {len(text):,} characters (raise --max-chars for more)")
+        text = text[:max_chars]
+    model, tok, _ = _load(Path(paths[0]) if len(paths) > n_text else None, device, quiet)
+    ids = tok.encode(text, "skip" if skip_unknown else "error", what=what)
+    if len(ids) < 2:
+        raise UsageError(f"{what}: needs at least two (known) characters to explain")
+    return model, tok, ids
+
+
+def _check_unit(ex: Any, layer: Optional[int], unit: int) -> tuple[int, int]:
+    n_layers, hidden = len(ex.layers), ex.layers[0].h.shape[1]
+    layer = n_layers - 1 if layer is None else layer
+    problems = []
+    if not 0 <= layer < n_layers:
+        problems.append(f"--layer must be in 0..{n_layers - 1} (got {layer})")
+    if not 0 <= unit < hidden:
+        problems.append(f"--unit must be in 0..{hidden - 1} (got {unit})")
+    if problems:
+        raise UsageError(problems)
+    return layer, unit
+
+
+@app.command()
+@_handled
+def explain(
+    paths: TextArgs = None,
+    literal: LiteralText = None,
+    at: Annotated[
+        Optional[int], typer.Option(help="Show the top guesses for the character at position N (0-based).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Guesses to show per position.")] = 5,
+    gates: Annotated[
+        bool, typer.Option("--gates", help="Summarise gate saturation per layer (with --json: add gate values).")
+    ] = False,
+    unit: Annotated[
+        Optional[int], typer.Option(help="Colour the text by hidden unit K's state instead of surprisal.")
+    ] = None,
+    layer: Annotated[Optional[int], typer.Option(help="The layer of --unit. Default: the top layer.")] = None,
+    html_out: Annotated[
+        Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page here.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print per-character records as one JSON object.")] = False,
+    max_chars: MaxChars = 20000,
+    skip_unknown: SkipUnknown = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Show a text coloured by how surprised the model is at each character, with its guesses and gate values."""
+    from charlm import explain as ex_lib
+    from charlm import explain_view as view
+
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1 (got {top_k})")
+    if html_out is not None and paths and html_out.resolve() == Path(paths[-1]).resolve():
+        raise UsageError(f"--html {html_out}: that is the text being explained; choose another file")
+    model, tok, ids = _explain_input(paths, literal, max_chars, skip_unknown, device, quiet)
+    if at is not None and not 1 <= at < len(ids):
+        raise UsageError(f"--at must be in 1..{len(ids) - 1}: position 0 has nothing before it to predict from")
+    ex = ex_lib.explain(model, tok, ids, top_k, gates=gates or unit is not None or html_out is not None)
+    chosen = _check_unit(ex, layer, unit) if unit is not None else None
+    if html_out is not None:
+        from charlm import html_report
+
+        html_report.write(html_out, html_report.render(ex, f"charlm explain: {len(ids)} characters", chosen))
+        if not quiet:
+            err_console.print(f"wrote {html_out}", soft_wrap=True)
+    if json_out:
+        rows = ex_lib.saturation_summary(ex.layers) if gates else None
+        doc = {"chars": ex.scored, "bits_per_char": ex.bits_per_char, "total_bits": ex.total_bits, "saturation": rows}
+        print_json({**doc, "records": ex_lib.records(ex, with_gates=gates)})
+        return
+    con = view.out_console()
+    con.print(view.by_unit(ex, *chosen) if chosen else view.by_surprisal(ex), end="")
+    con.print("\n" if ex.chars[-1] != "\n" else "")
+    con.print(view.summary(ex), end="")
+    if at is not None:
+        con.print(view.at(ex, at))
+    if gates:
+        con.print(view.gates_table(ex_lib.saturation_summary(ex.layers)))
+
+
+@app.command()
+@_handled
+def units(
+    paths: TextArgs = None,
+    literal: LiteralText = None,
+    regex: Annotated[
+        Optional[str], typer.Option(help="Also rank units by a feature: inside a match of this regex.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Units to list per feature.")] = 5,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the ranking as JSON.")] = False,
+    max_chars: MaxChars = 20000,
+    skip_unknown: SkipUnknown = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Rank hidden units by how well they track features of a text: quotes, brackets, line position, words, regex."""
+    from charlm import explain_view as view
+    from charlm.explain import trace_gates
+    from charlm.units import find_units, regex_feature
+
+    if top < 1:
+        raise UsageError(f"--top must be at least 1 (got {top})")
+    if regex is not None:
+        regex_feature(regex)  # a bad pattern is a usage error before any work is done
+    model, tok, ids = _explain_input(paths, literal, max_chars, skip_unknown, device, quiet)
+    found = find_units(tok.decode(ids), [g.h for g in trace_gates(model, ids)], regex, top)
+    if json_out:
+        print_json({k: v if isinstance(v, str) else [s.to_dict() for s in v] for k, v in found.items()})
+    else:
+        view.out_console().print(view.units_table(found))
