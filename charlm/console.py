@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from charlm.config import format_duration
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # never break a line (paths, commands)
 PLAIN_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
