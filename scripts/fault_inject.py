@@ -109,6 +109,7 @@ def main() -> None:
     t0 = time.time()
     while kills < a.kills:
         ck_before = check_loads(run)[0] if not first else -1
+        left_before = {d.name for d in run.glob(".*-step-*")}
         child = Child(train_args(a, run, a.save_every) if first else ["--resume", "--out", str(run)], env)
         if rng.random() < 0.2:  # now and then, kill during start-up, restore or the lock's clean-up
             time.sleep(rng.uniform(0.0, 3.0))
@@ -127,7 +128,7 @@ def main() -> None:
                 resumed, pending = resumed + pending, 0
             else:
                 failures.append(f"kill {kills}: resumed at step {child.first_step}, expected {ck_before + 1}")
-        leftovers = [d.name for d in run.glob(".*-step-*")]
+        leftovers = sorted({d.name for d in run.glob(".*-step-*")} - left_before)
         in_write += bool(leftovers)
         step, problem = check_loads(run)
         if step < 0 and not any(run.glob("step-*")) and first:
