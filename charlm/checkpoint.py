@@ -209,14 +209,20 @@ def read_meta(folder: Path) -> dict[str, Any]:
             f"{f}: format version {meta['version']} is newer than this charlm reads ({VERSION}); upgrade charlm"
         )
     try:
-        (
-            ModelConfig.from_dict(meta["model"]),
-            TrainConfig.from_dict(meta["train"]),
-            CharTokenizer.from_dict(meta["vocab"]),
-        )
+        model, vocab = ModelConfig.from_dict(meta["model"]), CharTokenizer.from_dict(meta["vocab"])
+        TrainConfig.from_dict(meta["train"])
         int(meta["step"])
-    except (TypeError, ValueError, KeyError) as e:
+        wrong = model.problems()[:1] + [
+            f"{k} is not a whole number"
+            for k in ("vocab_size", "embed", "hidden", "layers")
+            if not isinstance(getattr(model, k), int)
+        ]
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{f}: a field has a wrong value ({e})") from None
+    if not wrong and model.vocab_size != vocab.vocab_size:
+        wrong = [f"the model has {model.vocab_size} characters but the vocabulary {vocab.vocab_size}"]
+    if wrong:
+        raise CheckpointError(f"{f}: a field has a wrong value ({wrong[0].removeprefix('--')})")
     return meta
 
 

@@ -250,6 +250,10 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
     def handler(signum: int, frame: object) -> None:
         if trainer.stop_requested:
+            show_cursor = b"\x1b[?25h" if os.isatty(2) else b""  # a live progress bar hides it
+            last = ckpt_io.list_checkpoints(trainer.run)
+            where = f"; the last checkpoint is {last[-1].path}" if last else ""
+            os.write(2, show_cursor + f"\nstopped at once by a second interrupt{where}\n".encode())
             os._exit(128 + signum)
         trainer.stop_requested = signal.Signals(signum).name
 

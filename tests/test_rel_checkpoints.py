@@ -103,6 +103,17 @@ DAMAGE = {
         ckpt_io.META,
         "format version 99 is newer than this charlm reads (1)",
     ),
+    "json-wrong-type": (
+        lambda s: edit_meta(s, lambda m: m["model"].update(hidden="big")),
+        ckpt_io.META,
+        "a field has a wrong value",
+    ),
+    "json-not-a-table": (lambda s: edit_meta(s, lambda m: m.update(model=[1, 2])), ckpt_io.META, "wrong value"),
+    "vocabulary-does-not-fit": (
+        lambda s: edit_meta(s, lambda m: m["vocab"]["code_points"].pop()),
+        ckpt_io.META,
+        "but the vocabulary",
+    ),
     "shapes-do-not-fit": (
         lambda s: edit_meta(s, lambda m: m["model"].update(hidden=32)),
         ckpt_io.WEIGHTS,

@@ -121,7 +121,10 @@ def test_second_ctrl_c_exits_at_once_leaving_checkpoints_whole(runs) -> None:
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "Traceback" not in err
-    assert all_whole(out)
+    steps = all_whole(out)
+    # Either the second signal came while the first was still being handled (stopped at once), or the two
+    # arrived together and the kernel delivered one (a normal stop): both leave whole checkpoints.
+    assert f"the last checkpoint is {ckpt_io.step_dir(out, steps[-1])}" in err or "stopped by SIGINT" in err
     resume_in_process(out, 1)
 
 

@@ -266,3 +266,24 @@ def test_prune_never_leaves_a_half_deleted_checkpoint(corpus: Path, tmp_path: Pa
     monkeypatch.undo()
     for ck in ckpt_io.list_checkpoints(out):
         tensors(ck.path)  # every checkpoint still listed loads whole
+
+
+def test_second_interrupt_exits_at_once(corpus: Path, tmp_path: Path, monkeypatch, capfd) -> None:
+    out = tmp_path / "run"
+    run.train(request(corpus, out, max_steps=2))
+    trainer = run.prepare(request(corpus, out, resume=True, max_steps=4))
+
+    def exit_now(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(run.os, "_exit", exit_now)
+    with run.stop_on_signals(trainer):
+        signal.raise_signal(signal.SIGINT)
+        assert trainer.stop_requested == "SIGINT"  # the first asks for a clean stop
+        with pytest.raises(SystemExit) as e:
+            signal.raise_signal(signal.SIGINT)  # the second ends the process at once
+    assert e.value.code == 130
+    assert f"stopped at once by a second interrupt; the last checkpoint is {ckpt_io.step_dir(out, 2)}" in (
+        capfd.readouterr().err
+    )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back
