@@ -160,6 +160,7 @@ def append_metrics(run: Path, record: dict[str, Any]) -> None:
     """Add one line to metrics.jsonl; a line a crash cut short is ended first, so it spoils only itself."""
     path = run / "metrics.jsonl"
     try:
+        run.mkdir(parents=True, exist_ok=True)
         with open(path, "a+b") as f:
             f.seek(0, os.SEEK_END)
             cut = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
@@ -236,13 +237,14 @@ def read_tensors(folder: Path, name: str = WEIGHTS) -> dict[str, torch.Tensor]:
     except OSError as e:
         raise CheckpointError(f"{f}: cannot read it ({e.strerror or e})") from None
     expected = read_meta(folder).get("sha256", {}).get(name) if (folder / META).exists() else None
-    if expected is not None and _sha256(data) != expected:
-        raise CheckpointError(f"{f}: damaged (its SHA-256 differs from the one in {META}; the file was changed)")
     try:
-        return load_bytes(data)
+        tensors = load_bytes(data)
     except Exception as e:  # the parser reports bad input with several exception types; all mean the same here
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{f}: damaged or not a safetensors file ({msg})") from None
+    if expected is not None and _sha256(data) != expected:
+        raise CheckpointError(f"{f}: damaged (its SHA-256 differs from the one in {META}; the file was changed)")
+    return tensors
 
 
 def _step_folders(run: Path) -> list[Path]:
@@ -311,10 +313,14 @@ def resolve(path: Path | None, which: Which = "best", root: Path = DEFAULT_ROOT)
     if not ckpts:
         steps = _step_folders(path)
         if steps:  # there are checkpoints, but none reads: say what is wrong with the newest
-            read_meta(steps[-1])
+            try:
+                read_meta(steps[-1])
+            except CheckpointError as e:
+                raise CheckpointError(f"{path}: holds no readable checkpoint ({e})") from None
         found = sorted(p.name for p in path.iterdir())[:8]
         raise CheckpointNotFoundError(
-            f"{path}: holds no checkpoint (looked for {path}/step-*/{META}); it holds: {', '.join(found) or 'nothing'}"
+            f"{path}: holds no readable checkpoint (looked for {path}/step-*/{META}); "
+            f"it holds: {', '.join(found) or 'nothing'}"
         )
     return (best_of(ckpts) if which == "best" else ckpts[-1]) or ckpts[-1]
 

@@ -309,11 +309,9 @@ class Trainer:
                 metrics["val_loss"] = val * math.log(2)
                 if self.best_val_bpc is None or val < self.best_val_bpc:
                     self.best_val_bpc = val
-        path = self.save(metrics)
-        if evaluate:
             ckpt_io.append_metrics(self.run, metrics)
             self.emit("eval", metrics)
-        return path
+        return self.save(metrics)
 
     def _roll_back(self) -> None:
         ckpts = ckpt_io.list_checkpoints(self.run)

@@ -228,7 +228,7 @@ def test_named_checkpoint_missing_or_empty(monkeypatch, capsys) -> None:
         capsys,
         "info",
         "runs/empty",
-        says=["runs/empty: holds no checkpoint (looked for runs/empty/step-*/checkpoint.json)", "notes.txt"],
+        says=["runs/empty: holds no readable checkpoint (looked for runs/empty/step-*/checkpoint.json)", "notes.txt"],
     )
     write("c.txt", text(100))
     refused(monkeypatch, capsys, "sample", "c.txt", says="c.txt: not a charlm checkpoint")
