@@ -287,3 +287,12 @@ def test_second_interrupt_exits_at_once(corpus: Path, tmp_path: Path, monkeypatc
         capfd.readouterr().err
     )
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back
+
+
+def test_resume_without_out_continues_the_newest_run(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run.train(request(corpus, Path("checkpoints/old"), max_steps=1))
+    run.train(request(corpus, Path("checkpoints/new"), max_steps=2))
+    result = run.train(run.TrainRequest([], None, resume=True, overrides={"max_steps": 3}))
+    assert result.run == Path("checkpoints/new") and result.step == 3
+    assert ckpt_io.resolve(Path("checkpoints/old"), "latest").step == 1
