@@ -7,12 +7,15 @@ A run folder holds one sub-folder per checkpoint, ``step-00001200/``, with
 plus ``metrics.jsonl`` (one line per validation) and a ``.lock`` file held while a run trains.
 
 No pickle anywhere: JSON and safetensors hold only data, so loading a checkpoint cannot run code.
+checkpoint.json records the SHA-256 of both tensor files, so a file damaged after it was written is refused.
 A checkpoint is written into a temporary folder, each file fsynced, then renamed into place in one step,
 so a crash at any moment leaves every earlier checkpoint whole and never a half-written one under its name.
+Old checkpoints are likewise renamed out of the way before they are deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,12 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from charlm import __version__
 from charlm.config import ModelConfig, TrainConfig
-from charlm.errors import CheckpointError, RunLockedError, UsageError
+from charlm.errors import CheckpointError, CheckpointNotFoundError, RunLockedError, UsageError
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
 
@@ -80,39 +83,64 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, write: Any) -> None:
-    write(path)
-    with open(path, "rb+") as f:
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def save(run: Path, meta: dict[str, Any], weights: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> Path:
     """Write one checkpoint atomically into `run`; returns its folder. Raises CheckpointError on I/O failure."""
-    meta = {"format": FORMAT, "version": VERSION, "charlm_version": __version__, **meta}
     final = step_dir(run, int(meta["step"]))
     tmp = run / f".tmp-{final.name}-{os.getpid()}"
+    old = run / f".old-{final.name}-{os.getpid()}"
+    blobs = {
+        name: save_bytes({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+        for name, tensors in ((WEIGHTS, weights), (STATE, state))
+    }
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "charlm_version": __version__,
+        **meta,
+        "sha256": {name: _sha256(b) for name, b in blobs.items()},
+    }
     try:
         run.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        cpu = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
-        _write_file(tmp / WEIGHTS, lambda p: save_file(cpu, str(p)))
-        cpu = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        _write_file(tmp / STATE, lambda p: save_file(cpu, str(p)))
-        _write_file(tmp / META, lambda p: p.write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n"))
+        for name, blob in blobs.items():
+            _write_file(tmp / name, blob)
+        _write_file(tmp / META, (json.dumps(meta, indent=1, allow_nan=False) + "\n").encode())
         _fsync_dir(tmp)
-        old = None
         if final.exists():  # the same step saved again (e.g. right after a resume): swap, then drop the old
-            old = run / f".old-{final.name}-{os.getpid()}"
             os.rename(final, old)
         os.rename(tmp, final)
         _fsync_dir(run)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not save a checkpoint in {run}: {e.strerror or e}; nothing was saved") from None
+        if old.exists() and not final.exists():
+            os.rename(old, final)
+        raise CheckpointError(
+            f"could not save the checkpoint of step {meta['step']} in {run}: {e.strerror or e}; nothing was saved"
+        ) from None
+    shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder: renamed away first (one atomic step), so no half-deleted one keeps its name."""
+    trash = path.parent / f".trash-{path.name}-{os.getpid()}"
+    try:
+        os.rename(path, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def prune(run: Path, keep: int) -> list[Path]:
@@ -124,15 +152,23 @@ def prune(run: Path, keep: int) -> list[Path]:
         keep_set.add(best.path)
     gone = [c.path for c in ckpts if c.path not in keep_set]
     for p in gone:
-        shutil.rmtree(p, ignore_errors=True)
+        _remove(p)
     return gone
 
 
 def append_metrics(run: Path, record: dict[str, Any]) -> None:
-    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Add one line to metrics.jsonl; a line a crash cut short is ended first, so it spoils only itself."""
+    path = run / "metrics.jsonl"
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            cut = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+            f.write((("\n" if cut else "") + json.dumps(record) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise CheckpointError(f"could not write {path}: {e.strerror or e}") from None
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:
@@ -165,6 +201,8 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{f}: not a charlm checkpoint")
     missing = [k for k in REQUIRED if k not in meta]
+    if not isinstance(meta.get("sha256", {}), dict):
+        missing.append("sha256 (not a table)")
     if missing:
         raise CheckpointError(f"{f}: field(s) missing: {', '.join(missing)}")
     if not isinstance(meta["version"], int) or meta["version"] > VERSION:
@@ -172,31 +210,55 @@ def read_meta(folder: Path) -> dict[str, Any]:
             f"{f}: format version {meta['version']} is newer than this charlm reads ({VERSION}); upgrade charlm"
         )
     try:
-        (
-            ModelConfig.from_dict(meta["model"]),
-            TrainConfig.from_dict(meta["train"]),
-            CharTokenizer.from_dict(meta["vocab"]),
-        )
+        model, vocab = ModelConfig.from_dict(meta["model"]), CharTokenizer.from_dict(meta["vocab"])
+        TrainConfig.from_dict(meta["train"])
         int(meta["step"])
-    except (TypeError, ValueError, KeyError) as e:
+        wrong = model.problems()[:1] + [
+            f"{k} is not a whole number"
+            for k in ("vocab_size", "embed", "hidden", "layers")
+            if not isinstance(getattr(model, k), int)
+        ]
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{f}: a field has a wrong value ({e})") from None
+    if not wrong and model.vocab_size != vocab.vocab_size:
+        wrong = [f"the model has {model.vocab_size} characters but the vocabulary {vocab.vocab_size}"]
+    if wrong:
+        raise CheckpointError(f"{f}: a field has a wrong value ({wrong[0].removeprefix('--')})")
     return meta
 
 
 def read_tensors(folder: Path, name: str = WEIGHTS) -> dict[str, torch.Tensor]:
+    """One tensor file of a checkpoint, checked against the SHA-256 its checkpoint.json records."""
     f = folder / name
-    if not f.is_file():
-        raise CheckpointError(f"{f}: missing")
     try:
-        return load_file(str(f))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{f}: damaged or not a safetensors file ({str(e).splitlines()[0]})") from None
+        data = f.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{f}: missing") from None
+    except OSError as e:
+        raise CheckpointError(f"{f}: cannot read it ({e.strerror or e})") from None
+    expected = read_meta(folder).get("sha256", {}).get(name) if (folder / META).exists() else None
+    try:
+        tensors = load_bytes(data)
+    except Exception as e:  # the parser reports bad input with several exception types; all mean the same here
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{f}: damaged or not a safetensors file ({msg})") from None
+    if expected is not None and _sha256(data) != expected:
+        raise CheckpointError(f"{f}: damaged (its SHA-256 differs from the one in {META}; the file was changed)")
+    return tensors
+
+
+def _step_folders(run: Path) -> list[Path]:
+    """step-* folders, plus any checkpoint a crash left renamed aside during a re-save (.old-step-*)."""
+    found = {d.name: d for d in sorted(run.glob("step-*"))}
+    for d in sorted(run.glob(".old-step-*")):
+        found.setdefault(d.name.removeprefix(".old-").rsplit("-", 1)[0], d)
+    return [found[k] for k in sorted(found)]
 
 
 def list_checkpoints(run: Path) -> list[Checkpoint]:
     """The readable checkpoints of a run, oldest step first; damaged ones are left out."""
     out = []
-    for d in sorted(run.glob("step-*")):
+    for d in _step_folders(run):
         try:
             out.append(Checkpoint(d, read_meta(d)))
         except CheckpointError:
@@ -227,27 +289,38 @@ def resolve(path: Path | None, which: Which = "best", root: Path = DEFAULT_ROOT)
     if path is None:
         runs = find_runs(root)
         if not runs:
-            raise CheckpointError(
+            raise CheckpointNotFoundError(
                 f"no checkpoint given and none found under {root}/ (looked for {root}/*/step-*); "
                 "train one with: charlm train CORPUS"
             )
         path = runs[-1]
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint or run folder")
+        runs = ", ".join(str(r) for r in find_runs(root)[-5:])
+        raise CheckpointNotFoundError(
+            f"{path}: no such checkpoint or run folder"
+            + (f" (runs under {root}/: {runs})" if runs else f" (and no runs under {root}/)")
+        )
     if path.is_file():
         if path.parent.name.startswith("step-"):
             path = path.parent
         else:
-            raise CheckpointError(
+            raise CheckpointNotFoundError(
                 f"{path}: not a charlm checkpoint (give a run folder, a step-* folder or a file inside one)"
             )
-    if (path / META).exists():
+    if (path / META).exists() or path.name.startswith("step-"):
         return Checkpoint(path, read_meta(path))
     ckpts = list_checkpoints(path)
     if not ckpts:
+        steps = _step_folders(path)
+        if steps:  # there are checkpoints, but none reads: say what is wrong with the newest
+            try:
+                read_meta(steps[-1])
+            except CheckpointError as e:
+                raise CheckpointError(f"{path}: holds no readable checkpoint ({e})") from None
         found = sorted(p.name for p in path.iterdir())[:8]
-        raise CheckpointError(
-            f"{path}: holds no readable checkpoint (no step-*/{META}); it holds: {', '.join(found) or 'nothing'}"
+        raise CheckpointNotFoundError(
+            f"{path}: holds no readable checkpoint (looked for {path}/step-*/{META}); "
+            f"it holds: {', '.join(found) or 'nothing'}"
         )
     return (best_of(ckpts) if which == "best" else ckpts[-1]) or ckpts[-1]
 
@@ -321,8 +394,9 @@ class RunLock:
             raise RunLockedError(
                 f"{self.run}: another charlm train is writing to this run folder; wait for it or use another --out"
             ) from None
-        for stale in self.run.glob(".tmp-step-*"):  # left by a process killed mid-save
-            shutil.rmtree(stale, ignore_errors=True)
+        for pattern in (".tmp-step-*", ".trash-step-*"):  # left by a process killed mid-save or mid-delete
+            for stale in self.run.glob(pattern):
+                shutil.rmtree(stale, ignore_errors=True)
         for old in self.run.glob(".old-step-*"):  # killed between the two renames of a re-save
             final = self.run / old.name.removeprefix(".old-").rsplit("-", 1)[0]
             if final.exists():

@@ -24,7 +24,9 @@ def no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
-err_console = Console(stderr=True, highlight=False, color_system=None if no_color() else "auto")
+err_console = Console(
+    stderr=True, highlight=False, soft_wrap=True, color_system=None if no_color() else "auto"
+)  # soft_wrap: never break a line (paths, commands)
 PLAIN_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 CHART_WIDTH = 48  # characters of sparkline in the live display
 PREVIEW_CHARS, PREVIEW_TEMPERATURE = 120, 0.8  # the sample shown at each evaluation

@@ -32,6 +32,8 @@ def read_text(source: str, replace_errors: bool = False) -> str:
             raise CorpusError(f"{source}: permission denied (cannot read it)") from None
         except OSError as e:
             raise CorpusError(f"{source}: cannot read it ({e.strerror or e})") from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise CorpusError(f"{name}: is UTF-16 text, not UTF-8; convert it first (iconv -f UTF-16 -t UTF-8)")
     if b"\x00" in raw[:_BINARY_SNIFF]:
         raise CorpusError(f"{name}: looks like a binary file (it holds NUL bytes), not UTF-8 text")
     try:

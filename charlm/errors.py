@@ -30,5 +30,9 @@ class CheckpointError(CharlmError):
     """A checkpoint is missing, damaged, or does not fit what was asked of it."""
 
 
+class CheckpointNotFoundError(UsageError, CheckpointError):
+    """No checkpoint where the user pointed (or none at all): a usage error, exit status 2."""
+
+
 class RunLockedError(CharlmError):
     """Another charlm process is training into the same run folder."""

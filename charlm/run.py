@@ -18,7 +18,7 @@ from typing import Any
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig, parse_duration
 from charlm.data import STDIN, check_trainable, read_corpus, split_text
-from charlm.errors import CharlmError, CorpusError, UsageError
+from charlm.errors import CharlmError, CheckpointError, CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
 from charlm.train import OnEvent, TrainData, Trainer, TrainResult, remap_vocab
 
@@ -69,8 +69,27 @@ def _configs(req: TrainRequest, problems: list[str]) -> tuple[dict[str, Any], Tr
     return model_over, cfg
 
 
+def _writable_problem(out: Path) -> str | None:
+    """Why training could not write into `out` (checked before anything is written), or None."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return f"--out {out}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--out {out}: cannot write into {existing} (permission denied)"
+    return None
+
+
 def _check_out(req: TrainRequest, problems: list[str]) -> Path:
-    out = req.out if req.out is not None else default_out(req.corpus, fresh=not req.resume)
+    out = req.out
+    if out is None and req.resume and not req.corpus:  # plain `charlm train --resume`: the newest run
+        runs = ckpt_io.find_runs()
+        if not runs:
+            problems.append(f"--resume: no run under {ckpt_io.DEFAULT_ROOT}/ to resume; give its folder with --out")
+            return ckpt_io.DEFAULT_ROOT / "stdin"
+        out = runs[-1]
+    out = out if out is not None else default_out(req.corpus, fresh=not req.resume)
     if out.exists() and not out.is_dir():
         problems.append(f"--out {out}: is a file, not a folder")
     elif ckpt_io.is_locked(out):
@@ -78,9 +97,12 @@ def _check_out(req: TrainRequest, problems: list[str]) -> Path:
             f"--out {out}: another charlm train is writing to this run folder; wait for it or use another --out"
         )
     elif req.resume and not ckpt_io.list_checkpoints(out):
-        problems.append(f"--resume: {out} holds no checkpoint to resume (train without --resume to start a run)")
+        what = "does not exist" if not out.exists() else "holds no checkpoint"
+        problems.append(f"--resume: {out} {what} to resume (train without --resume to start a run)")
     elif not req.resume and out.is_dir() and ckpt_io.list_checkpoints(out):
         problems.append(f"--out {out}: already holds a run; add --resume to continue it, or choose another --out")
+    elif (why := _writable_problem(out)) is not None:
+        problems.append(why)
     return out
 
 
@@ -121,18 +143,40 @@ def prepare(req: TrainRequest, on_event: OnEvent | None = None) -> Trainer:
             problems.append(f"--resume keeps the run's settings; these cannot change: {', '.join(ignored)}")
         cfg = replace(old, **{k: v for k, v in req.overrides.items() if k in RESUMABLE_KEYS})
         problems += cfg.problems()
+    init_ck = None
+    if req.init_from is not None and not req.resume:
+        try:
+            init_ck = ckpt_io.resolve(req.init_from, "best")
+        except CheckpointError as e:
+            problems.append(f"--init-from: {e}")
     corpus = req.corpus or (resume_ck.meta["data"].get("sources", []) if resume_ck else [])
-    if not corpus:
+    if not corpus and not (req.resume and problems):
         problems.append("give a CORPUS file to train on (or '-' for standard input)")
     texts = _read(req, corpus, cfg.seq_len, problems) if corpus else None
+    if texts is not None and not req.val:
+        texts = split_text(texts[0], cfg.val_fraction)
+        _check_streams(texts[0], cfg, problems)
     if problems:
         raise UsageError(problems)
     assert texts is not None
     train, val = texts
-    if not req.val:
-        train, val = split_text(train, cfg.val_fraction)
+    return _build(req, out, cfg, model_over, train, val, corpus, resume_ck, init_ck, on_event)
+
+
+def _check_streams(train: str, cfg: TrainConfig, problems: list[str]) -> None:
+    """The training text must fill --batch-size streams of at least one --seq-len window each."""
+    if cfg.seq_len < 1 or cfg.batch_size < 1:
+        return  # already reported
+    try:
         check_trainable(train, "the training part of the corpus", cfg.seq_len)
-    return _build(req, out, cfg, model_over, train, val, corpus, resume_ck, on_event)
+    except CorpusError as e:
+        problems += e.problems
+        return
+    if (len(train) - 1) // cfg.batch_size < cfg.seq_len:
+        problems.append(
+            f"the training text ({len(train)} characters) is too short for {cfg.batch_size} streams of "
+            f"{cfg.seq_len} characters; lower --batch-size or --seq-len"
+        )
 
 
 def _build(
@@ -144,6 +188,7 @@ def _build(
     val: str,
     corpus: list[str],
     resume_ck: ckpt_io.Checkpoint | None,
+    init_ck: ckpt_io.Checkpoint | None,
     on_event: OnEvent | None,
 ) -> Trainer:
     info = {
@@ -161,8 +206,8 @@ def _build(
                 f"--resume: the corpus differs from the one {out} was trained on; "
                 "to train on new text, start a new run with --init-from"
             )
-    elif req.init_from is not None:
-        src = ckpt_io.resolve(req.init_from, "best")
+    elif init_ck is not None:
+        src = init_ck
         old_tok, model_cfg = src.tokenizer, src.model_config
         tok = CharTokenizer(old_tok.chars + [c for c in CharTokenizer.from_text(train, val).chars if c not in old_tok])
         weights = ckpt_io.read_tensors(src.path)
@@ -205,6 +250,10 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
     def handler(signum: int, frame: object) -> None:
         if trainer.stop_requested:
+            show_cursor = b"\x1b[?25h" if os.isatty(2) else b""  # a live progress bar hides it
+            last = ckpt_io.list_checkpoints(trainer.run)
+            where = f"; the last checkpoint is {last[-1].path}" if last else ""
+            os.write(2, show_cursor + f"\nstopped at once by a second interrupt{where}\n".encode())
             os._exit(128 + signum)
         trainer.stop_requested = signal.Signals(signum).name
 

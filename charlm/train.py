@@ -19,7 +19,7 @@ import torch
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
 from charlm.data import TokenStreams
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, CheckpointError
 from charlm.evaluate import score_ids
 from charlm.model import CharGRU, lm_loss
 from charlm.tokenizer import CharTokenizer
@@ -180,10 +180,22 @@ class Trainer:
         self.streams.offset = int(meta["data"]["offset"])
 
     def save(self, metrics: dict[str, Any]) -> Path:
-        path = ckpt_io.save(self.run, self._meta(metrics), self.model.state_dict(), self._state_tensors())
+        """Write a checkpoint; if that fails (disk full, folder not writable), stop with an error that says
+        which checkpoint is the last good one. A "save" event is emitted only once the checkpoint is in place."""
+        try:
+            path = ckpt_io.save(self.run, self._meta(metrics), self.model.state_dict(), self._state_tensors())
+        except CheckpointError as e:
+            ckpts = ckpt_io.list_checkpoints(self.run)
+            last = f"the last good checkpoint is {ckpts[-1].path}" if ckpts else "no checkpoint was saved before"
+            raise CheckpointError(
+                f"{e}; {last} (make room, then continue with: charlm train --resume --out {self.run})"
+            ) from None
         ckpt_io.prune(self.run, self.cfg.keep)
         self.emit("save", {"step": self.step, "path": path})
         return path
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     # ------------------------------------------------------------ the loop
 
@@ -244,6 +256,8 @@ class Trainer:
         )
         t0, base_elapsed, base_step = time.perf_counter(), self.elapsed, self.step
         last, bad, loss_ema = None, 0, None
+        if not ckpt_io.list_checkpoints(self.run):  # from now on a kill always leaves a checkpoint to resume
+            last = self._checkpoint(None, evaluate=False)
         while (reason := self.done_reason()) is None:
             loss, ok = self.train_step()
             if not ok:
@@ -271,12 +285,17 @@ class Trainer:
             at_eval = self.step % self.cfg.eval_every == 0
             at_save = self.cfg.save_every is not None and self.step % self.cfg.save_every == 0
             if (at_eval or at_save) and self.done_reason() is None:
-                last = self._checkpoint(loss_ema, evaluate=at_eval)
+                last = self._checkpoint(loss_ema, evaluate=at_eval) or last
         if last is None or ckpt_io.step_dir(self.run, self.step) != last:
-            last = self._checkpoint(loss_ema, evaluate=reason in ("max_steps", "max_time"))
+            last = self._checkpoint(loss_ema, evaluate=reason in ("max_steps", "max_time")) or last
         return self._result(reason, last)
 
-    def _checkpoint(self, train_loss: float | None, evaluate: bool) -> Path:
+    def _checkpoint(self, train_loss: float | None, evaluate: bool) -> Path | None:
+        """Validate (if asked) and save. Weights that are no longer finite are never saved: the run rolls back."""
+        if not self.weights_finite():
+            self.emit("warn", {"message": f"step {self.step}: the weights are not finite; not saving them"})
+            self._roll_back()
+            return None
         metrics: dict[str, Any] = {
             "step": self.step,
             "train_loss": train_loss,
