@@ -282,7 +282,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(work: Path, tmp_path: Path) 
     [
         (["sample", "checkpoints/tiny", "--length", "-1"], 2),
         (["evaluate", "checkpoints/tiny", "missing.txt"], 2),
-        (["sample", "no/such/run"], 1),
+        (["sample", "no/such/run"], 2),
         (["evaluate", "--jsonl", "checkpoints/tiny", "a.txt"], 2),
     ],
 )
