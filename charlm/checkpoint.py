@@ -129,6 +129,7 @@ def prune(run: Path, keep: int) -> list[Path]:
 
 
 def append_metrics(run: Path, record: dict[str, Any]) -> None:
+    run.mkdir(parents=True, exist_ok=True)  # the first validation can come before the first checkpoint
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
