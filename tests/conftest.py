@@ -19,8 +19,10 @@ TINY_RUN = {
     "embed": 8,
     "batch_size": 8,
     "seq_len": 32,
-    "max_steps": 40,
-    "eval_every": 20,
+    "lr": 1e-2,
+    "warmup_steps": 5,
+    "max_steps": 100,
+    "eval_every": 50,
     "val_fraction": 0.2,
     "keep": 2,
     "seed": 7,
@@ -66,7 +68,7 @@ def tiny_corpus(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder trained once per session through the library: 2 layers x 24 hidden, 40 steps."""
+    """A run folder trained once per session through the library: 2 layers x 24 hidden, 100 steps."""
     from charlm import run
 
     base = tmp_path_factory.mktemp("tiny-run")

@@ -216,9 +216,9 @@ def test_metrics_lines_cut_short_are_skipped(tmp_path: Path) -> None:
 
 def test_tiny_run_folder_layout(tiny_run: Path) -> None:
     steps = sorted(p.name for p in tiny_run.glob("step-*"))
-    assert steps == ["step-00000020", "step-00000040"]
+    assert steps == ["step-00000050", "step-00000100"]
     assert (tiny_run / "metrics.jsonl").is_file()
     shutil.copytree(tiny_run, "copy")  # a run folder is self-contained: a copy resolves and loads
     ck = ckpt_io.resolve(Path("copy"), "latest")
-    assert ck.step == 40
+    assert ck.step == 100
     ckpt_io.load_model(ck)
