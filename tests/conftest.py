@@ -54,6 +54,12 @@ def _private_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def text_maker():
+    """make_tiny_text itself, for tests that need other lengths or seeds of the same kind of text."""
+    return make_tiny_text
+
+
 @pytest.fixture
 def tiny_text() -> str:
     return make_tiny_text()

@@ -23,11 +23,9 @@ def _one_pass_nats(model: CharGRU, ids: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def held_out(tiny_model) -> np.ndarray:
+def held_out(tiny_model, text_maker) -> np.ndarray:
     """Text in the tiny run's style that it did not train on (about 6,800 characters)."""
-    from conftest import make_tiny_text
-
-    return tiny_model[1].encode(make_tiny_text(lines=400, seed=5))
+    return tiny_model[1].encode(text_maker(lines=400, seed=5))
 
 
 def test_one_stream_is_exactly_one_sequential_pass(tiny_model, held_out: np.ndarray) -> None:
