@@ -278,7 +278,7 @@ def info(
 def main() -> None:
     """Entry point: runs the app and turns every error a user can cause into one line on stderr."""
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="charlm", standalone_mode=False)  # `python -m charlm` says charlm too
     except typer.Abort:
         code = 130
     except ClickException as e:
