@@ -279,9 +279,6 @@ def plot(
         err_console.print(f"wrote {written}", soft_wrap=True)
 
 
-# ---------------------------------------------------------------- explain and units: what a model learned
-
-
 def main() -> None:
     """Entry point: runs the app and turns every error a user can cause into one line on stderr."""
     try:
@@ -295,7 +292,8 @@ def main() -> None:
     except ClickException as e:
         ctx = getattr(e, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else "charlm: "
-        err_console.print(f"[red]error:[/] {escape(where + e.format_message())}", soft_wrap=True)
+        if e.format_message():  # empty for a bare `charlm`, whose help has been shown already
+            err_console.print(f"[red]error:[/] {escape(where + e.format_message())}", soft_wrap=True)
         code = e.exit_code
     except KeyboardInterrupt:
         code = 130

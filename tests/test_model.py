@@ -1,0 +1,192 @@
+"""CharGRU's shapes and state, and the GRU itself: hand-written equations reproduce torch.nn.GRU exactly.
+
+The GRU equations (PyTorch's definition), for input x and previous state h:
+    r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)          reset gate
+    z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)          update gate
+    n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))       candidate state
+    h' = (1 - z) * n + z * h
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm.config import ModelConfig
+from charlm.model import CharGRU, gru_layer_reference, lm_loss
+
+TOL = 1e-10
+
+
+def _model(layers: int = 2, dtype: torch.dtype = torch.float32, seed: int = 0) -> CharGRU:
+    torch.manual_seed(seed)
+    m = CharGRU(ModelConfig(vocab_size=13, embed=6, hidden=16, layers=layers))
+    return m.to(dtype).eval()
+
+
+# ---------------------------------------------------------------- shapes and state
+
+
+def test_shapes() -> None:
+    m = _model(layers=3)
+    idx = torch.randint(0, 13, (4, 9))
+    logits, hidden = m(idx)
+    assert logits.shape == (4, 9, 13)
+    assert hidden.shape == (3, 4, 16)
+    assert m.init_hidden(5).shape == (3, 5, 16) and not m.init_hidden(5).any()
+    assert m.num_params() == sum(p.numel() for p in m.parameters())
+    assert isinstance(m.gru, nn.GRU) and m.gru.num_layers == 3 and m.gru.batch_first
+
+
+def test_no_hidden_means_a_zero_state() -> None:
+    m = _model()
+    idx = torch.randint(0, 13, (2, 7))
+    a, ha = m(idx)
+    b, hb = m(idx, m.init_hidden(2))
+    assert torch.equal(a, b) and torch.equal(ha, hb)
+
+
+def test_hidden_state_carries_across_calls() -> None:
+    """Reading a sequence in two halves, handing the state over, is the same as reading it in one pass."""
+    m = _model(dtype=torch.float64)
+    idx = torch.randint(0, 13, (3, 20))
+    whole, h_whole = m(idx)
+    first, h = m(idx[:, :8])
+    second, h2 = m(idx[:, 8:], h)
+    assert torch.allclose(torch.cat([first, second], 1), whole, rtol=0, atol=TOL)
+    assert torch.allclose(h2, h_whole, rtol=0, atol=TOL)
+    # and the carried state matters: starting the second half cold gives other predictions
+    cold, _ = m(idx[:, 8:])
+    assert (cold - whole[:, 8:]).abs().max() > 1e-3
+
+
+def test_dropout_only_in_training() -> None:
+    torch.manual_seed(0)
+    m = CharGRU(ModelConfig(vocab_size=13, embed=6, hidden=16, layers=2, dropout=0.5))
+    assert m.gru.dropout == 0.5
+    idx = torch.randint(0, 13, (2, 10))
+    m.eval()
+    assert torch.equal(m(idx)[0], m(idx)[0])
+    m.train()
+    assert not torch.equal(m(idx)[0], m(idx)[0])
+    single = CharGRU(ModelConfig(vocab_size=13, layers=1, dropout=0.5))
+    assert single.gru.dropout == 0.0  # no layer above to drop into (and no warning from torch)
+
+
+def test_lm_loss_is_mean_nats_per_character() -> None:
+    logits = torch.randn(2, 5, 7, dtype=torch.float64)
+    targets = torch.randint(0, 7, (2, 5))
+    manual = -logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).mean()
+    assert abs(lm_loss(logits, targets).item() - manual.item()) < 1e-12
+    uniform = torch.zeros(1, 4, 7)
+    assert abs(lm_loss(uniform, torch.zeros(1, 4, dtype=torch.long)).item() - math.log(7)) < 1e-6
+
+
+# ---------------------------------------------------------------- the GRU from its equations
+
+
+def _gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, variant: str = "pytorch"):
+    """One GRU step written from the equations above (float64). `variant` builds wrong cells for the controls."""
+    size = h.shape[-1]
+
+    def block(t, k):  # PyTorch stacks the three blocks as [reset; update; candidate]
+        return t[k * size : (k + 1) * size]
+
+    gi = [x @ block(w_ih, k).T + block(b_ih, k) for k in range(3)]
+    gh = [h @ block(w_hh, k).T + block(b_hh, k) for k in range(3)]
+    r = torch.sigmoid(gi[0] + gh[0])
+    z = torch.sigmoid(gi[1] + gh[1])
+    if variant == "swap_r_z":  # the gate blocks read in the wrong order
+        r, z = z, r
+    gate = z if variant == "z_for_r" else r
+    n = torch.tanh(gi[2] + gate * gh[2])
+    if variant == "reset_outside":  # the other common GRU form: r applied to h before the matrix
+        n = torch.tanh(gi[2] + (r * h) @ block(w_hh, 2).T + block(b_hh, 2))
+    return (1 - z) * n + z * h, (r, z, n)
+
+
+def _gru_by_hand(x, h0, gru: nn.GRU, variant: str = "pytorch"):
+    """Every layer of `gru` over x (T, B, input) from h0 (layers, B, H): (top-layer outputs, final states, gates)."""
+    inp, finals, gates = x, [], []
+    for layer in range(gru.num_layers):
+        w = [getattr(gru, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h, outs, layer_gates = h0[layer], [], []
+        for x_t in inp:
+            h, g = _gru_cell(x_t, h, *w, variant=variant)
+            outs.append(h)
+            layer_gates.append(g)
+        inp = torch.stack(outs)
+        finals.append(h)
+        gates.append(layer_gates)
+    return inp, torch.stack(finals), gates
+
+
+@pytest.fixture
+def gru() -> nn.GRU:
+    torch.manual_seed(1)
+    g = nn.GRU(input_size=5, hidden_size=7, num_layers=2).double()
+    with torch.no_grad():  # larger weights than the default init, so that every term matters
+        for p in g.parameters():
+            p.uniform_(-1.0, 1.0)
+    return g
+
+
+@pytest.fixture
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(2)
+    return torch.randn(12, 3, 5, dtype=torch.float64), torch.randn(2, 3, 7, dtype=torch.float64)
+
+
+def test_hand_written_gru_reproduces_nn_gru(gru: nn.GRU, inputs) -> None:
+    x, h0 = inputs
+    with torch.no_grad():
+        expected, h_n = gru(x, h0)
+        out, finals, _ = _gru_by_hand(x, h0, gru)
+    assert out.dtype == torch.float64
+    assert (out - expected).abs().max().item() < TOL
+    assert (finals - h_n).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("variant", ["swap_r_z", "z_for_r", "reset_outside"])
+def test_wrong_gru_equations_do_not_match(gru: nn.GRU, inputs, variant: str) -> None:
+    """Negative controls: the comparison above can tell a wrong cell from the right one."""
+    x, h0 = inputs
+    with torch.no_grad():
+        expected, _ = gru(x, h0)
+        out, _, _ = _gru_by_hand(x, h0, gru, variant)
+    assert (out - expected).abs().max().item() > 1e-2
+
+
+def test_gru_layer_reference_matches_nn_gru_and_the_equations(gru: nn.GRU, inputs) -> None:
+    x, h0 = inputs
+    with torch.no_grad():
+        expected, h_n = gru(x, h0)
+        _, _, gates = _gru_by_hand(x, h0, gru)
+        inp = x
+        for layer in range(2):
+            trace = gru_layer_reference(inp, h0[layer], gru, layer)
+            assert trace.h.shape == trace.r.shape == trace.z.shape == trace.n.shape == (12, 3, 7)
+            for k, name in enumerate("rzn"):
+                by_hand = torch.stack([g[k] for g in gates[layer]])
+                assert (getattr(trace, name) - by_hand).abs().max().item() < TOL, name
+            assert (trace.h[-1] - h_n[layer]).abs().max().item() < TOL
+            inp = trace.h
+        assert (inp - expected).abs().max().item() < TOL
+
+
+def test_char_gru_is_embedding_then_gru_then_head() -> None:
+    """The whole model, rebuilt from the hand-written cell, gives the same logits (float64, 1e-10)."""
+    m = _model(dtype=torch.float64)
+    idx = torch.randint(0, 13, (3, 10))
+    h0 = torch.randn(2, 3, 16, dtype=torch.float64)
+    with torch.no_grad():
+        logits, h_n = m(idx, h0)
+        emb = F.embedding(idx, m.embed.weight).transpose(0, 1)  # (T, B, embed)
+        out, finals, _ = _gru_by_hand(emb, h0, m.gru)
+        by_hand = out.transpose(0, 1) @ m.head.weight.T + m.head.bias
+    assert (logits - by_hand).abs().max().item() < TOL
+    assert (h_n - finals).abs().max().item() < TOL
