@@ -12,7 +12,7 @@ import torch
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
-from charlm.errors import CheckpointError
+from charlm.errors import CheckpointError, CheckpointNotFoundError
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
 
@@ -36,7 +36,8 @@ def _error(fn, *args) -> str:
     with pytest.raises(CheckpointError) as e:
         fn(*args)
     msg = str(e.value)
-    assert "\n" not in msg and e.value.exit_code == 1
+    # a checkpoint that is not there is a usage error (2); one that is there but damaged, a runtime error (1)
+    assert "\n" not in msg and e.value.exit_code == (2 if isinstance(e.value, CheckpointNotFoundError) else 1)
     return msg
 
 
@@ -122,7 +123,10 @@ def test_resolve_none_without_runs() -> None:
 
 
 def test_resolve_errors_name_the_path(tmp_path: Path) -> None:
-    assert _error(ckpt_io.resolve, tmp_path / "nowhere") == f"{tmp_path / 'nowhere'}: no such checkpoint or run folder"
+    assert (
+        _error(ckpt_io.resolve, tmp_path / "nowhere")
+        == f"{tmp_path / 'nowhere'}: no such checkpoint or run folder (and no runs under checkpoints/)"
+    )
     stray = tmp_path / "notes.txt"
     stray.write_text("hello")
     assert _error(ckpt_io.resolve, stray).startswith(f"{stray}: not a charlm checkpoint")

@@ -65,7 +65,8 @@ def test_train_writes_progress_to_stderr_only(trained: dict) -> None:
     assert re.search(r"step 30: validation \d+\.\d{4} bits/char", err)
     assert re.search(r"done: 30 steps in \d+s, [\d,]+ chars/s; best validation \d+\.\d{4} bits/char", err)
     assert f"sample from it with: charlm sample {run}" in err
-    assert sorted(p.name for p in run.glob("step-*")) == ["step-00000015", "step-00000030"]
+    # step 0 is saved before the first step, so a run killed at once still leaves something to resume
+    assert sorted(p.name for p in run.glob("step-*")) == ["step-00000000", "step-00000015", "step-00000030"]
     assert len(ckpt_io.read_metrics(run)) == 2
 
 
@@ -153,7 +154,7 @@ def test_sample_usage_errors(trained: dict) -> None:
 
 def test_sample_without_any_run() -> None:
     result = invoke("sample")
-    assert result.exit_code == 1 and result.stdout == ""
+    assert result.exit_code == 2 and result.stdout == ""
     assert "no checkpoint given and none found under checkpoints" in one_line_error(result.stderr)
 
 
@@ -244,8 +245,8 @@ def test_info_text(trained: dict) -> None:
 
 def test_info_errors(tmp_path: Path) -> None:
     result = invoke("info", "nowhere")
-    assert result.exit_code == 1 and result.stdout == ""
-    assert one_line_error(result.stderr) == "nowhere: no such checkpoint or run folder"
+    assert result.exit_code == 2 and result.stdout == ""
+    assert one_line_error(result.stderr) == "nowhere: no such checkpoint or run folder (and no runs under checkpoints/)"
 
 
 # ---------------------------------------------------------------- help and usage errors
@@ -280,8 +281,8 @@ def test_top_level_help_and_version() -> None:
         (["evaluate"], 2, "charlm evaluate: Missing argument"),
         (["train", "missing.txt", "--max-steps", "3"], 2, "missing.txt: no such file"),
         (["train", "tiny.txt", "--val-fraction", "1.5", "--device", "tpu"], 2, "--val-fraction must be in [0, 1)"),
-        (["sample"], 1, "no checkpoint given and none found"),
-        (["info", "tiny.txt"], 1, "tiny.txt: not a charlm checkpoint"),
+        (["sample"], 2, "no checkpoint given and none found"),
+        (["info", "tiny.txt"], 2, "tiny.txt: not a charlm checkpoint"),
     ],
 )
 def test_errors_are_one_line_on_stderr(argv, code, expected, tiny_corpus, monkeypatch, capsys) -> None:

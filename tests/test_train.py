@@ -84,7 +84,7 @@ def test_fit_writes_metrics_and_prunes_checkpoints(tmp_path: Path, tiny_text: st
     assert [e["step"] for e in evals] == [10, 20, 30]
 
     saved = [info["step"] for kind, info in events if kind == "save"]
-    assert saved == [4, 8, 10, 12, 16, 20, 24, 28, 30]
+    assert saved == [0, 4, 8, 10, 12, 16, 20, 24, 28, 30]  # step 0: saved before the first step
     best_step = min(records, key=lambda r: r["val_bpc"])["step"]
     on_disk = sorted(p.name for p in run.glob("step-*"))
     assert on_disk == sorted({f"step-{s:08d}" for s in (28, 30, best_step)})
