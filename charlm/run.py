@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,8 +101,10 @@ def _read(req: TrainRequest, corpus: list[str], seq_len: int, problems: list[str
         return None
 
 
-def prepare(req: TrainRequest, on_event: OnEvent | None = None) -> Trainer:
-    """Check the request as a whole and build a Trainer; raises UsageError listing every problem."""
+def prepare(
+    req: TrainRequest, on_event: OnEvent | None = None, trainer_cls: Callable[..., Trainer] = Trainer
+) -> Trainer:
+    """Check the request as a whole and build a Trainer (or `trainer_cls`); raises UsageError listing every problem."""
     problems: list[str] = []
     model_over, cfg = _configs(req, problems)
     if req.resume and req.init_from:
@@ -132,7 +134,7 @@ def prepare(req: TrainRequest, on_event: OnEvent | None = None) -> Trainer:
     if not req.val:
         train, val = split_text(train, cfg.val_fraction)
         check_trainable(train, "the training part of the corpus", cfg.seq_len)
-    return _build(req, out, cfg, model_over, train, val, corpus, resume_ck, on_event)
+    return _build(req, out, cfg, model_over, train, val, corpus, resume_ck, on_event, trainer_cls)
 
 
 def _build(
@@ -145,6 +147,7 @@ def _build(
     corpus: list[str],
     resume_ck: ckpt_io.Checkpoint | None,
     on_event: OnEvent | None,
+    trainer_cls: Callable[..., Trainer] = Trainer,
 ) -> Trainer:
     info = {
         "sources": [s if s == STDIN else str(Path(s).resolve()) for s in corpus],
@@ -185,7 +188,7 @@ def _build(
         model_cfg = ModelConfig(vocab_size=tok.vocab_size, **model_over)
     data = TrainData(tok, tok.encode(train), tok.encode(val) if val else tok.encode(""), info)
     try:
-        trainer = Trainer(out, model_cfg, cfg, data, on_event, resume_from=resume_ck, init_weights=init_weights)
+        trainer = trainer_cls(out, model_cfg, cfg, data, on_event, resume_from=resume_ck, init_weights=init_weights)
     except CorpusError:
         raise
     except (RuntimeError, KeyError) as e:
