@@ -81,10 +81,15 @@ def init(device: torch.device, backend: str = "auto") -> str:
     if backend == "nccl" and device.type != "cuda":
         raise UsageError(f"--backend nccl needs CUDA GPUs, but this run trains on {device.type}; use gloo")
     if not dist.is_initialized():
-        kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(minutes=10)}
+        timeout = timedelta(minutes=10)
+        kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
         if backend == "nccl":
             kwargs["device_id"] = device
-        dist.init_process_group(**kwargs)
+        # torchrun's store outlives a restart of the workers (--max-restarts) and still holds the dead group's
+        # addresses; keying this attempt's entries by the restart count keeps the new group from reading them.
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        store = dist.PrefixStore(f"charlm/attempt-{rank_info().restart}", store)
+        dist.init_process_group(store=store, rank=rank, world_size=world, **kwargs)
     return backend
 
 
@@ -258,6 +263,7 @@ def train(req: Any, on_event: Any = None, backend: str = "auto") -> TrainResult:
     def make(*args: Any, **kwargs: Any) -> DistributedTrainer:
         return DistributedTrainer(*args, backend=backend, info=info, **kwargs)
 
+    trainer = None
     try:
         trainer = run.prepare(req, on_event if info.is_main else None, trainer_cls=make)
         barrier()  # every rank has checked the run folder before rank 0 locks it
@@ -268,4 +274,6 @@ def train(req: Any, on_event: Any = None, backend: str = "auto") -> TrainResult:
     except (RuntimeError, dist.DistBackendError) as e:
         raise CharlmError(f"rank {info.rank}: distributed training failed: {str(e).splitlines()[0]}") from None
     finally:
+        if trainer is not None:
+            trainer.net = trainer.model  # release DDP (and its hold on the process group) before the group ends
         teardown()
