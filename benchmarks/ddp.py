@@ -3,7 +3,9 @@
 Every run trains the same model on the same global batch (strong scaling: N processes share the streams),
 so with perfect scaling N processes would be N times as fast. Efficiency = rate(N) / (N * rate(1)).
 On CUDA each process gets its own GPU (NCCL), so N can be at most the number of GPUs; on CPU (gloo) the
-processes share the machine's cores, and torchrun gives each one thread (OMP_NUM_THREADS=1).
+processes share the machine's cores. Every process gets --threads CPU threads (default 1, what torchrun
+itself sets for several processes): torch's default of one thread per core, in processes that share those
+cores with each other or with other work, spins and slows down several-fold, which would swamp the figures.
 
     python benchmarks/ddp.py                     # 1 and 2 processes, a 256-unit GRU, 10 steps, best of 3
     python benchmarks/ddp.py --procs 1 2 4 --hidden 512 --steps 100 --device cuda
@@ -34,6 +36,7 @@ def train(procs: int | None, args: argparse.Namespace, corpus: Path, tmp: Path) 
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
         cmd += ["-m", "charlm", "train", *flags]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = str(args.threads)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"run with {procs} process(es) failed:\n{done.stderr[-2000:]}")
@@ -48,12 +51,14 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per process (OMP_NUM_THREADS)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each configuration; the best is reported")
     p.add_argument("--corpus", type=Path, default=ROOT / "corpora" / "markov.txt")
     args = p.parse_args()
     print(
         f"machine: {os.cpu_count()} CPU cores, device {args.device}; GRU hidden {args.hidden}, global batch "
-        f"{args.batch_size} x {args.seq_len} chars, {args.steps} steps (best of --repeat runs)"
+        f"{args.batch_size} x {args.seq_len} chars, {args.steps} steps, {args.threads} thread(s) per process, "
+        f"best of {args.repeat} runs"
     )
     configs: list[int | None] = [None, *args.procs]
     best: dict[int | None, float] = {}
@@ -62,7 +67,7 @@ def main() -> None:
             for n in configs:
                 rate = train(n, args, args.corpus, Path(tmp) / str(r))
                 best[n] = max(best.get(n, 0.0), rate)
-    print(f"plain process (torch's default threads): {best[None]:>10,.0f} chars/s")
+    print(f"plain process (no torchrun):             {best[None]:>10,.0f} chars/s")
     base = best[args.procs[0]] / args.procs[0]  # per-process rate of the smallest torchrun run
     for n in args.procs:
         eff = best[n] / (n * base)
