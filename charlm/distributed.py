@@ -168,6 +168,8 @@ class DistributedTrainer(Trainer):
         self.net = DistributedDataParallel(self.model, device_ids=ids)  # broadcasts rank 0's weights
         if not self.info.is_main:
             self.emit = lambda kind, info: None
+        if self.saved_world_size is None:  # a new run: every rank has just seeded the same generator
+            self._seed_rank()
         if self.saved_world_size not in (None, self.info.world_size) and self.model.config.dropout > 0:
             self.emit(
                 "warn",
@@ -201,8 +203,13 @@ class DistributedTrainer(Trainer):
             torch.set_rng_state(t.get(f"rng.cpu.rank{self.info.rank}", t["rng.cpu"]))
             if self.device.type == "cuda" and f"rng.cuda.rank{self.info.rank}" in t:
                 torch.cuda.set_rng_state(t[f"rng.cuda.rank{self.info.rank}"], self.device)
-        elif self.info.rank:
-            torch.manual_seed(self.cfg.seed + self.info.rank + 1_000_003 * self.step)
+        else:
+            self._seed_rank()
+
+    def _seed_rank(self) -> None:
+        """Ranks other than 0 draw their own dropout masks (rank 0 keeps the stream a single process would use)."""
+        if self.info.rank:
+            torch.manual_seed(self.cfg.seed + 1_000_003 * self.info.rank + self.step)
 
     def save(self, metrics: dict[str, Any]) -> Path:
         state = self._state_tensors()  # every rank takes part in the gathers
@@ -244,7 +251,7 @@ class DistributedTrainer(Trainer):
         return self.save({})
 
 
-def _unlocked(trainer: Trainer) -> Any:
+def _run_lock(trainer: Trainer) -> Any:
     return ckpt_io.RunLock(trainer.run) if is_main() else nullcontext()
 
 
@@ -267,7 +274,7 @@ def train(req: Any, on_event: Any = None, backend: str = "auto") -> TrainResult:
     try:
         trainer = run.prepare(req, on_event if info.is_main else None, trainer_cls=make)
         barrier()  # every rank has checked the run folder before rank 0 locks it
-        with _unlocked(trainer), run.stop_on_signals(trainer):
+        with _run_lock(trainer), run.stop_on_signals(trainer):
             result = trainer.fit()
         barrier()
         return result
