@@ -123,20 +123,31 @@ def train(
     init_from: Annotated[Optional[Path], _opt("Start from this checkpoint's weights (fine-tuning).")] = None,
     replace_bad_bytes: Annotated[bool, typer.Option(help="Read bytes that are not UTF-8 as U+FFFD.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
+    backend: Annotated[
+        Optional[str], _opt("Under torchrun: auto (NCCL on CUDA, gloo otherwise), gloo or nccl.", "auto")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train a model on CORPUS; progress on stderr, checkpoints in the run folder."""
-    from charlm import run
+    """Train a model on CORPUS; progress on stderr, checkpoints in the run folder.
+
+    Under torchrun (torchrun --nproc_per_node=N -m charlm train ...) the N processes train one model together.
+    """
+    from charlm import distributed, run
     from charlm.console import TrainDisplay, train_done
     from charlm.shell import train_summary
 
     given = {k: v for k, v in locals().items() if v is not None and k in {*_M.to_dict(), *_T.to_dict()}}
     req = run.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given)
-    with TrainDisplay(quiet=quiet) as display:
-        result = run.train(req, display)
-    train_done(result, quiet)
-    if json_out:
-        print_json(train_summary(result))
+    many = distributed.launched()
+    if backend is not None and not many:
+        raise UsageError("--backend applies only to a run launched by torchrun")
+    main_rank = distributed.rank_info().is_main
+    with TrainDisplay(quiet=quiet or not main_rank) as display:
+        result = distributed.train(req, display, backend or "auto") if many else run.train(req, display)
+    if main_rank:
+        train_done(result, quiet)
+        if json_out:
+            print_json(train_summary(result))
     if result.interrupted:
         raise typer.Exit(143 if result.stopped_by == "SIGTERM" else 130)
 

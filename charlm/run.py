@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,8 +123,10 @@ def _read(req: TrainRequest, corpus: list[str], seq_len: int, problems: list[str
         return None
 
 
-def prepare(req: TrainRequest, on_event: OnEvent | None = None) -> Trainer:
-    """Check the request as a whole and build a Trainer; raises UsageError listing every problem."""
+def prepare(
+    req: TrainRequest, on_event: OnEvent | None = None, trainer_cls: Callable[..., Trainer] = Trainer
+) -> Trainer:
+    """Check the request as a whole and build a Trainer (or `trainer_cls`); raises UsageError listing every problem."""
     problems: list[str] = []
     model_over, cfg = _configs(req, problems)
     if req.resume and req.init_from:
@@ -160,7 +162,7 @@ def prepare(req: TrainRequest, on_event: OnEvent | None = None) -> Trainer:
         raise UsageError(problems)
     assert texts is not None
     train, val = texts
-    return _build(req, out, cfg, model_over, train, val, corpus, resume_ck, init_ck, on_event)
+    return _build(req, out, cfg, model_over, train, val, corpus, resume_ck, init_ck, on_event, trainer_cls)
 
 
 def _check_streams(train: str, cfg: TrainConfig, problems: list[str]) -> None:
@@ -190,6 +192,7 @@ def _build(
     resume_ck: ckpt_io.Checkpoint | None,
     init_ck: ckpt_io.Checkpoint | None,
     on_event: OnEvent | None,
+    trainer_cls: Callable[..., Trainer] = Trainer,
 ) -> Trainer:
     info = {
         "sources": [s if s == STDIN else str(Path(s).resolve()) for s in corpus],
@@ -230,7 +233,7 @@ def _build(
         model_cfg = ModelConfig(vocab_size=tok.vocab_size, **model_over)
     data = TrainData(tok, tok.encode(train), tok.encode(val) if val else tok.encode(""), info)
     try:
-        trainer = Trainer(out, model_cfg, cfg, data, on_event, resume_from=resume_ck, init_weights=init_weights)
+        trainer = trainer_cls(out, model_cfg, cfg, data, on_event, resume_from=resume_ck, init_weights=init_weights)
     except CorpusError:
         raise
     except (RuntimeError, KeyError) as e:

@@ -110,6 +110,7 @@ class Trainer:
         self.model = CharGRU(model_cfg).to(self.device)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
+        self.net: torch.nn.Module = self.model  # what the training step runs: the model, or a wrapper (DDP)
         self.opt = torch.optim.AdamW(
             self.model.parameters(),
             lr=cfg.lr,
@@ -220,7 +221,7 @@ class Trainer:
         x, y = batch.x.to(self.device, non_blocking=True), batch.y.to(self.device, non_blocking=True)
         for g in self.opt.param_groups:
             g["lr"] = get_lr(self.step, self.progress(), self.cfg, self.lr_scale)
-        logits, hidden = self.model(x, self.hidden)
+        logits, hidden = self.net(x, self.hidden)
         loss = lm_loss(logits, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
