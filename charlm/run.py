@@ -18,6 +18,7 @@ from typing import Any
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig, parse_duration
 from charlm.data import STDIN, check_trainable, read_corpus, split_text
+from charlm.encode import EncodedCorpus, check_encoded, encode_corpus
 from charlm.errors import CharlmError, CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
 from charlm.train import OnEvent, TrainData, Trainer, TrainResult, remap_vocab
@@ -124,15 +125,35 @@ def prepare(req: TrainRequest, on_event: OnEvent | None = None) -> Trainer:
     corpus = req.corpus or (resume_ck.meta["data"].get("sources", []) if resume_ck else [])
     if not corpus:
         problems.append("give a CORPUS file to train on (or '-' for standard input)")
-    texts = _read(req, corpus, cfg.seq_len, problems) if corpus else None
+    # One or more files, validated on their own tail: encoded once, streaming, into <run>/data (memory-mapped).
+    streamed = bool(corpus) and not req.val and STDIN not in corpus and req.init_from is None
+    if streamed:
+        problems += [f"{s}: no such file" for s in corpus if not Path(s).exists()]
+        texts: tuple[str, str] | EncodedCorpus | None = None
+        if not problems:
+            texts = _encode(req, out, corpus, cfg, on_event, problems)
+    else:
+        texts = _read(req, corpus, cfg.seq_len, problems) if corpus else None
     if problems:
         raise UsageError(problems)
     assert texts is not None
-    train, val = texts
-    if not req.val:
-        train, val = split_text(train, cfg.val_fraction)
-        check_trainable(train, "the training part of the corpus", cfg.seq_len)
-    return _build(req, out, cfg, model_over, train, val, corpus, resume_ck, on_event)
+    if not streamed and not req.val:
+        texts = split_text(texts[0], cfg.val_fraction)
+        check_trainable(texts[0], "the training part of the corpus", cfg.seq_len)
+    return _build(req, out, cfg, model_over, texts, corpus, resume_ck, on_event)
+
+
+def _encode(
+    req: TrainRequest, out: Path, corpus: list[str], cfg: TrainConfig, on_event: OnEvent | None, problems: list[str]
+) -> EncodedCorpus | None:
+    try:
+        quiet = getattr(on_event, "quiet", False)
+        enc = encode_corpus(corpus, out / "data", cfg.val_fraction, req.replace_bad_bytes, progress=not quiet)
+        check_encoded(enc, corpus[0] if len(corpus) == 1 else f"{len(corpus)} files", cfg.seq_len)
+        return enc
+    except CorpusError as e:
+        problems += e.problems
+        return None
 
 
 def _build(
@@ -140,18 +161,19 @@ def _build(
     out: Path,
     cfg: TrainConfig,
     model_over: dict[str, Any],
-    train: str,
-    val: str,
+    texts: tuple[str, str] | EncodedCorpus,
     corpus: list[str],
     resume_ck: ckpt_io.Checkpoint | None,
     on_event: OnEvent | None,
 ) -> Trainer:
+    enc = texts if isinstance(texts, EncodedCorpus) else None
+    train, val = texts if enc is None else ("", "")
     info = {
         "sources": [s if s == STDIN else str(Path(s).resolve()) for s in corpus],
         "val_source": req.val,
-        "train_chars": len(train),
-        "val_chars": len(val),
-        "fingerprint": fingerprint(train + "\x00" + val),
+        "train_chars": len(train) if enc is None else len(enc.train_ids),
+        "val_chars": len(val) if enc is None else len(enc.val_ids),
+        "fingerprint": fingerprint(train + "\x00" + val) if enc is None else enc.fingerprint,
     }
     init_weights = None
     if resume_ck is not None:
@@ -181,9 +203,12 @@ def _build(
             _warn(on_event, "--init-from keeps the checkpoint's model shape; --embed/--hidden/--layers are ignored")
         init_weights = weights
     else:
-        tok = CharTokenizer.from_text(train, val)
+        tok = CharTokenizer.from_text(train, val) if enc is None else enc.tokenizer
         model_cfg = ModelConfig(vocab_size=tok.vocab_size, **model_over)
-    data = TrainData(tok, tok.encode(train), tok.encode(val) if val else tok.encode(""), info)
+    if enc is not None:
+        data = TrainData(tok, enc.train_ids, enc.val_ids, info)
+    else:
+        data = TrainData(tok, tok.encode(train), tok.encode(val) if val else tok.encode(""), info)
     try:
         trainer = Trainer(out, model_cfg, cfg, data, on_event, resume_from=resume_ck, init_weights=init_weights)
     except CorpusError:
