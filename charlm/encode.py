@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from charlm.data import _BINARY_SNIFF
 from charlm.errors import CorpusError
 from charlm.tokenizer import CharTokenizer
 
 CHUNK_BYTES = 8 << 20
 FORMAT = 1
 _MAX_CP = 0x10FFFF
+_BINARY_SNIFF = 8192  # as data.read_text: NUL bytes in the first 8 KiB mean a binary file
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -55,32 +55,52 @@ class EncodedCorpus:
         return self.ids[self.chars - self.val_chars :]
 
 
-def _pieces(sources: list[str], replace_errors: bool) -> Iterator[tuple[str, int]]:
-    """The corpus as text chunks with the number of bytes each consumed; a newline is put between files that
-    lack one at the end (as data.read_corpus does). Errors are data.read_text's one-line CorpusErrors."""
+@dataclass
+class _Piece:
+    """A chunk of the corpus: its UTF-8 bytes, and its text unless it is ASCII (then the bytes are the text)."""
+
+    raw: bytes
+    text: str | None
+    nbytes: int  # file bytes it consumed, for the progress bar
+
+    def cps(self) -> np.ndarray:
+        if self.text is None:  # ASCII: one byte per character, no decoding needed
+            return np.frombuffer(self.raw, dtype=np.uint8)
+        return np.frombuffer(self.text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+    def utf8_prefix(self, chars: int) -> bytes:
+        return self.raw[:chars] if self.text is None else self.text[:chars].encode("utf-8", "surrogatepass")
+
+
+def _pieces(sources: list[str], replace_errors: bool) -> Iterator[_Piece]:
+    """The corpus in chunks; a newline is put between files that lack one at the end (as data.read_corpus
+    does). Errors are data.read_text's one-line CorpusErrors."""
     ends_newline = True
     for n, source in enumerate(sources):
         path = Path(source)
         if not path.is_file():
             raise CorpusError(f"{source}: no such file" if not path.exists() else f"{source}: is not a regular file")
         decoder = codecs.getincrementaldecoder("utf-8")("replace" if replace_errors else "strict")
-        done, first = 0, True
+        done = 0
         try:
             with open(path, "rb") as f:
                 while raw := f.read(CHUNK_BYTES):
-                    if first and b"\x00" in raw[:_BINARY_SNIFF]:
+                    if not done and b"\x00" in raw[:_BINARY_SNIFF]:
                         raise CorpusError(f"{source}: looks like a binary file (it holds NUL bytes), not UTF-8 text")
-                    text = _decode(decoder, raw, source, done, f)
-                    if first and n and text and not ends_newline:
-                        text = "\n" + text
-                    first, done = False, done + len(raw)
-                    if text:
-                        ends_newline = text.endswith("\n")
-                        yield text, len(raw)
+                    lead = b"\n" if not done and n and not ends_newline else b""
+                    if raw.isascii() and not decoder.getstate()[0]:
+                        piece = _Piece(lead + raw, None, len(raw))
+                    else:
+                        text = lead.decode() + _decode(decoder, raw, source, done, f)
+                        piece = _Piece(text.encode("utf-8", "surrogatepass"), text, len(raw))
+                    done += len(raw)
+                    if piece.raw:
+                        ends_newline = piece.raw.endswith(b"\n")
+                        yield piece
                 tail = _decode(decoder, b"", source, done, f, final=True)
                 if tail:
                     ends_newline = tail.endswith("\n")
-                    yield tail, 0
+                    yield _Piece(tail.encode("utf-8", "surrogatepass"), tail, 0)
         except PermissionError:
             raise CorpusError(f"{source}: permission denied (cannot read it)") from None
 
@@ -98,10 +118,6 @@ def _decode(decoder: Any, raw: bytes, source: str, done: int, f: Any, final: boo
         ) from None
 
 
-def _cps(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
 def _bar(total: int, what: str, show: bool) -> tqdm:
     # disable=None: tqdm shows the bar only when stderr is a terminal
     return tqdm(
@@ -114,11 +130,16 @@ def scan(sources: list[str], replace_errors: bool = False, progress: bool = True
     seen = np.zeros(_MAX_CP + 1, dtype=bool)
     chars = 0
     with _bar(sum(Path(s).stat().st_size for s in sources if Path(s).is_file()), "reading", progress) as bar:
-        for text, nbytes in _pieces(sources, replace_errors):
-            cps = _cps(text)
-            seen[cps] = True  # a scatter: linear in the chunk, unlike np.unique's sort
-            chars += len(cps)
-            bar.update(nbytes)
+        for piece in _pieces(sources, replace_errors):
+            if piece.text is None:  # ASCII: bytes.translate drops the known characters at memory speed
+                known = np.flatnonzero(seen[:128]).astype(np.uint8).tobytes()
+                seen[np.frombuffer(piece.raw.translate(None, known), dtype=np.uint8)] = True
+                chars += len(piece.raw)
+            else:
+                cps = piece.cps()
+                seen[cps] = True  # a scatter: linear in the chunk, unlike np.unique's sort
+                chars += len(cps)
+            bar.update(piece.nbytes)
     found = np.flatnonzero(seen)
     return chars, (CharTokenizer(chr(int(c)) for c in found) if len(found) else None)
 
@@ -129,22 +150,24 @@ def _write_ids(
     """Second pass: ids into a memory map at `path`; returns the fingerprint of train + NUL + validation."""
     lut = np.zeros(_MAX_CP + 1, dtype=id_dtype(tok.vocab_size))
     lut[[ord(c) for c in tok.chars]] = np.arange(tok.vocab_size)
+    table = lut[:256].tobytes() if lut.dtype == np.uint8 else b""
     out = np.lib.format.open_memmap(path, mode="w+", dtype=lut.dtype, shape=(chars,))
     digest, pos = hashlib.sha256(), 0
     with _bar(sum(Path(s).stat().st_size for s in sources), "encoding", progress) as bar:
-        for text, nbytes in _pieces(sources, replace_errors):
-            if pos < n_train <= pos + len(text):  # the split falls in this chunk: NUL between the two parts
-                cut = n_train - pos
-                digest.update(text[:cut].encode("utf-8", "surrogatepass") + b"\x00")
-                digest.update(text[cut:].encode("utf-8", "surrogatepass"))
+        for piece in _pieces(sources, replace_errors):
+            cps = piece.cps()
+            if pos < n_train <= pos + len(cps):  # the split falls in this chunk: NUL between the two parts
+                head = piece.utf8_prefix(n_train - pos)
+                digest.update(head + b"\x00")
+                digest.update(piece.raw[len(head) :])
             else:
-                digest.update(text.encode("utf-8", "surrogatepass"))
-            cps = _cps(text)
-            out[pos : pos + len(cps)] = lut[cps]
+                digest.update(piece.raw)
+            if piece.text is None and lut.dtype == np.uint8:  # ASCII to uint8 ids: a byte translation table
+                out[pos : pos + len(cps)] = np.frombuffer(piece.raw.translate(table), dtype=np.uint8)
+            else:
+                out[pos : pos + len(cps)] = lut[cps]
             pos += len(cps)
-            bar.update(nbytes)
-    if n_train == chars:
-        digest.update(b"\x00")
+            bar.update(piece.nbytes)
     out.flush()
     del out
     return digest.hexdigest()[:16]
