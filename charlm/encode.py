@@ -182,10 +182,33 @@ def _stamp(sources: list[str], replace_errors: bool, val_fraction: float) -> dic
     return {"format": FORMAT, "files": files, "replace_errors": replace_errors, "val_fraction": val_fraction}
 
 
+def check_trainable(chars: int, val_chars: int, tok: CharTokenizer | None, name: str, seq_len: int) -> None:
+    """data.check_trainable from a scan's figures: refuse text no model can learn from."""
+    if chars == 0 or tok is None:
+        raise CorpusError(f"{name}: is empty")
+    if all(c.isspace() for c in tok.chars):
+        raise CorpusError(f"{name}: holds only whitespace")
+    if tok.vocab_size < 2:
+        raise CorpusError(f"{name}: is one character repeated; there is nothing to learn")
+    if chars - val_chars < seq_len + 1:
+        raise CorpusError(
+            f"{name}: has {chars - val_chars} characters for training, fewer than one training window "
+            f"needs ({seq_len + 1}); add text or lower --seq-len"
+        )
+
+
 def encode_corpus(
-    sources: list[str], folder: Path, val_fraction: float, replace_errors: bool = False, progress: bool = True
+    sources: list[str],
+    folder: Path,
+    val_fraction: float,
+    replace_errors: bool = False,
+    progress: bool = True,
+    seq_len: int = 1,
 ) -> EncodedCorpus:
-    """The corpus's ids as a memory map in `folder`, encoding the files only when the cache does not match."""
+    """The corpus's ids as a memory map in `folder`, encoding the files only when the cache does not match.
+    A corpus no model can learn from (or too short for `seq_len`) raises CorpusError before anything is written.
+    """
+    name = sources[0] if len(sources) == 1 else f"{len(sources)} files"
     meta_path, ids_path = folder / "ids.json", folder / "ids.npy"
     stamp = _stamp(sources, replace_errors, val_fraction)
     if meta_path.is_file() and ids_path.is_file():
@@ -195,13 +218,14 @@ def encode_corpus(
                 ids = np.load(ids_path, mmap_mode="r")
                 if len(ids) == meta["chars"]:
                     tok = CharTokenizer.from_dict(meta["vocab"])
+                    check_trainable(meta["chars"], meta["val_chars"], tok, name, seq_len)
                     return EncodedCorpus(ids, tok, meta["chars"], meta["val_chars"], meta["fingerprint"])
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt
     chars, tok = scan(sources, replace_errors, progress)
     val_chars = int(chars * val_fraction)
-    if tok is None or chars < 2:
-        return EncodedCorpus(np.zeros(0, np.uint8), tok or CharTokenizer(" "), chars, val_chars, "")
+    check_trainable(chars, val_chars, tok, name, seq_len)
+    assert tok is not None
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".ids-{os.getpid()}.npy"
     try:
@@ -212,20 +236,3 @@ def encode_corpus(
     meta = {"stamp": stamp, "chars": chars, "val_chars": val_chars, "fingerprint": fp, "vocab": tok.to_dict()}
     meta_path.write_text(json.dumps(meta))
     return EncodedCorpus(np.load(ids_path, mmap_mode="r"), tok, chars, val_chars, fp)
-
-
-def check_encoded(enc: EncodedCorpus, name: str, seq_len: int) -> None:
-    """data.check_trainable for an encoded corpus: refuse text no model can learn from."""
-    chars = enc.tokenizer.chars
-    if enc.chars == 0:
-        raise CorpusError(f"{name}: is empty")
-    if all(c.isspace() for c in chars):
-        raise CorpusError(f"{name}: holds only whitespace")
-    if len(chars) < 2:
-        raise CorpusError(f"{name}: is one character repeated; there is nothing to learn")
-    need = seq_len + 1
-    if enc.chars - enc.val_chars < need:
-        raise CorpusError(
-            f"{name}: has {enc.chars - enc.val_chars} characters for training, fewer than one training window "
-            f"needs ({need}); add text or lower --seq-len"
-        )

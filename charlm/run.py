@@ -18,7 +18,7 @@ from typing import Any
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig, parse_duration
 from charlm.data import STDIN, check_trainable, read_corpus, split_text
-from charlm.encode import EncodedCorpus, check_encoded, encode_corpus
+from charlm.encode import EncodedCorpus, encode_corpus
 from charlm.errors import CharlmError, CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
 from charlm.train import OnEvent, TrainData, Trainer, TrainResult, remap_vocab
@@ -148,9 +148,7 @@ def _encode(
 ) -> EncodedCorpus | None:
     try:
         quiet = getattr(on_event, "quiet", False)
-        enc = encode_corpus(corpus, out / "data", cfg.val_fraction, req.replace_bad_bytes, progress=not quiet)
-        check_encoded(enc, corpus[0] if len(corpus) == 1 else f"{len(corpus)} files", cfg.seq_len)
-        return enc
+        return encode_corpus(corpus, out / "data", cfg.val_fraction, req.replace_bad_bytes, not quiet, cfg.seq_len)
     except CorpusError as e:
         problems += e.problems
         return None
