@@ -201,9 +201,12 @@ def cli_seconds(args: list[str], repeats: int) -> float:
 def child_stats(setup: str, code: str) -> dict[str, float]:
     """Run `setup` then `code` in a fresh Python process: seconds spent in `code`, and the process's peak RSS."""
     wrapper = (
-        "import resource, sys, time\n" + setup + "\nt0 = time.perf_counter()\n"
+        "import sys, time\n" + setup + "\nt0 = time.perf_counter()\n"
         "try:\n    exec(CODE)\nexcept SystemExit as e:\n    if e.code:\n        raise\n"
-        "print('STATS', time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+        "dt = time.perf_counter() - t0\n"
+        # VmHWM, not getrusage's ru_maxrss: Linux carries the parent's peak into ru_maxrss across fork and exec
+        "hwm = next(int(ln.split()[1]) for ln in open('/proc/self/status') if ln.startswith('VmHWM'))\n"
+        "print('STATS', dt, hwm, file=sys.stderr)"
     )
     out = subprocess.run([sys.executable, "-c", f"CODE = {code!r}\n" + wrapper], capture_output=True, text=True)
     stats = [ln.split() for ln in out.stderr.splitlines() if ln.startswith("STATS ")]
