@@ -160,12 +160,12 @@ def plain_sample(model: CharGRU, n: int, batch: int = 1) -> float:
                 x = torch.multinomial(logits[:, -1].softmax(-1), 1, generator=gen)
                 x.tolist()  # what a caller does with each character
 
-    return n * batch / best_time(run, 2)
+    return n * batch / best_time(run, 5)
 
 
 def charlm_sample(model: CharGRU, n: int, batch: int = 1) -> float:
     opts = SampleOptions(length=n, seed=0)
-    return n * batch / best_time(lambda: [x.tolist() for x in generate_ids(model, [0], opts, batch)], 2)
+    return n * batch / best_time(lambda: [x.tolist() for x in generate_ids(model, [0], opts, batch)], 5)
 
 
 def first_char_s(run: Path, repeats: int) -> float:
@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fraction_of_matmul_peak": ours["chars_per_sec"] * fpc / (peak * 1e9),
     }
     model = CharGRU(m).eval()
-    n1, nb = (50, 10) if q else (args.sample_chars, 200)
+    n1, nb = (50, 10) if q else (args.sample_chars, 128)
     one_plain, one_ours = plain_sample(model, n1), charlm_sample(model, n1)
     res["sample"] = {
         "plain_loop_one_stream_chars_per_sec": one_plain,
