@@ -297,6 +297,7 @@ def table(res: dict[str, Any]) -> str:
         ("train: bare nn.GRU loop", f"{tr['bare_gru_chars_per_sec']:,.0f} chars/s"),
         ("train: charlm fit (all included)", f"{tr['charlm_chars_per_sec']:,.0f} chars/s"),
         ("train: charlm / bare", f"{tr['ratio_charlm_to_bare']:.2f}"),
+        ("train: charlm steps alone / bare", f"{tr['charlm_model_chars_per_sec'] / tr['bare_gru_chars_per_sec']:.2f}"),
         ("train: fraction of matmul peak", f"{100 * tr['fraction_of_matmul_peak']:.1f}%"),
         ("train: outside the model", f"{tr['charlm_overhead_pct']:.1f}% of wall time ({tr['charlm_steps']} steps)"),
         ("sample 1 stream: plain loop", f"{sa['plain_loop_one_stream_chars_per_sec']:,.0f} chars/s"),
@@ -331,7 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-chars", type=int, default=300_000, help="characters scored by the evaluate timing")
     p.add_argument("--large-mb", type=float, default=100.0, help="size of the large generated corpus (1024 = 1 GB)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results.json", help="where to write JSON")
+    p.add_argument("--show", type=Path, default=None, help="print the table of an earlier JSON result and exit")
     args = p.parse_args(argv)
+    if args.show:
+        print(table(json.loads(args.show.read_text())))
+        return
     if args.quick:
         args.steps = min(args.steps, 3)
     res = run(args)
