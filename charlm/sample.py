@@ -163,7 +163,8 @@ def generate_ids(
         hidden = model.init_hidden(batch, device)
         if ids.size(1) > 1:  # read the prime, all but its last character, in one pass
             _, hidden = model(ids[:, :-1], hidden)
-        int8 = batch >= INT8_MIN_BATCH and hidden.device.type == "cpu"
+        # int8 needs PyTorch's eager dynamic quantization and its x86/ARM kernels; without them, fp32 it is
+        int8 = batch >= INT8_MIN_BATCH and hidden.device.type == "cpu" and torch.backends.quantized.engine != "none"
         step, x = _Stepper(model, hidden, batch, int8), ids[:, -1].contiguous()
     # a step on a few rows is dozens of tiny ops: waking a second thread for each costs more than it saves
     threads = 1 if batch < INT8_MIN_BATCH and hidden.device.type == "cpu" else torch.get_num_threads()
