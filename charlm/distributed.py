@@ -267,6 +267,9 @@ def train(req: Any, on_event: Any = None, backend: str = "auto") -> TrainResult:
         if info.is_main and on_event is not None:
             on_event("warn", {"message": f"restart {info.restart}: resuming from the last checkpoint in {req.out}"})
 
+    # Only rank 0 writes the encoded id file into the run folder; the other ranks encode in memory (the same ids).
+    req.cache_ids = info.is_main
+
     def make(*args: Any, **kwargs: Any) -> DistributedTrainer:
         return DistributedTrainer(*args, backend=backend, info=info, **kwargs)
 

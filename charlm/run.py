@@ -18,6 +18,7 @@ from typing import Any
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig, parse_duration
 from charlm.data import STDIN, check_trainable, read_corpus, split_text
+from charlm.encode import EncodedCorpus, encode_corpus
 from charlm.errors import CharlmError, CheckpointError, CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
 from charlm.train import OnEvent, TrainData, Trainer, TrainResult, remap_vocab
@@ -37,6 +38,7 @@ class TrainRequest:
     init_from: Path | None = None
     replace_bad_bytes: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # only the options the user gave
+    cache_ids: bool = True  # encode file corpora once into <run>/data; off for the non-main ranks of a torchrun job
 
 
 def fingerprint(text: str) -> str:
@@ -154,15 +156,24 @@ def prepare(
     corpus = req.corpus or (resume_ck.meta["data"].get("sources", []) if resume_ck else [])
     if not corpus and not (req.resume and problems):
         problems.append("give a CORPUS file to train on (or '-' for standard input)")
-    texts = _read(req, corpus, cfg.seq_len, problems) if corpus else None
-    if texts is not None and not req.val:
-        texts = split_text(texts[0], cfg.val_fraction)
-        _check_streams(texts[0], cfg, problems)
+    # One or more files, validated on their own tail: encoded once, streaming, into <run>/data (memory-mapped).
+    streamed = req.cache_ids and bool(corpus) and not req.val and STDIN not in corpus and req.init_from is None
+    texts: tuple[str, str] | EncodedCorpus | None = None
+    if streamed:
+        problems += [f"{s}: no such file" for s in corpus if not Path(s).exists()]
+        if not problems:
+            texts = _encode(req, out, corpus, cfg, on_event, problems)
+        if isinstance(texts, EncodedCorpus):
+            _check_stream_length(len(texts.train_ids), cfg, problems)
+    else:
+        texts = _read(req, corpus, cfg.seq_len, problems) if corpus else None
+        if texts is not None and not req.val:
+            texts = split_text(texts[0], cfg.val_fraction)
+            _check_streams(texts[0], cfg, problems)
     if problems:
         raise UsageError(problems)
     assert texts is not None
-    train, val = texts
-    return _build(req, out, cfg, model_over, train, val, corpus, resume_ck, init_ck, on_event, trainer_cls)
+    return _build(req, out, cfg, model_over, texts, corpus, resume_ck, init_ck, on_event, trainer_cls)
 
 
 def _check_streams(train: str, cfg: TrainConfig, problems: list[str]) -> None:
@@ -174,11 +185,26 @@ def _check_streams(train: str, cfg: TrainConfig, problems: list[str]) -> None:
     except CorpusError as e:
         problems += e.problems
         return
-    if (len(train) - 1) // cfg.batch_size < cfg.seq_len:
+    _check_stream_length(len(train), cfg, problems)
+
+
+def _check_stream_length(n_chars: int, cfg: TrainConfig, problems: list[str]) -> None:
+    if cfg.seq_len >= 1 and cfg.batch_size >= 1 and (n_chars - 1) // cfg.batch_size < cfg.seq_len:
         problems.append(
-            f"the training text ({len(train)} characters) is too short for {cfg.batch_size} streams of "
+            f"the training text ({n_chars} characters) is too short for {cfg.batch_size} streams of "
             f"{cfg.seq_len} characters; lower --batch-size or --seq-len"
         )
+
+
+def _encode(
+    req: TrainRequest, out: Path, corpus: list[str], cfg: TrainConfig, on_event: OnEvent | None, problems: list[str]
+) -> EncodedCorpus | None:
+    try:
+        quiet = getattr(on_event, "quiet", False)
+        return encode_corpus(corpus, out / "data", cfg.val_fraction, req.replace_bad_bytes, not quiet, cfg.seq_len)
+    except CorpusError as e:
+        problems += e.problems
+        return None
 
 
 def _build(
@@ -186,20 +212,21 @@ def _build(
     out: Path,
     cfg: TrainConfig,
     model_over: dict[str, Any],
-    train: str,
-    val: str,
+    texts: tuple[str, str] | EncodedCorpus,
     corpus: list[str],
     resume_ck: ckpt_io.Checkpoint | None,
     init_ck: ckpt_io.Checkpoint | None,
     on_event: OnEvent | None,
     trainer_cls: Callable[..., Trainer] = Trainer,
 ) -> Trainer:
+    enc = texts if isinstance(texts, EncodedCorpus) else None
+    train, val = texts if enc is None else ("", "")
     info = {
         "sources": [s if s == STDIN else str(Path(s).resolve()) for s in corpus],
         "val_source": req.val,
-        "train_chars": len(train),
-        "val_chars": len(val),
-        "fingerprint": fingerprint(train + "\x00" + val),
+        "train_chars": len(train) if enc is None else len(enc.train_ids),
+        "val_chars": len(val) if enc is None else len(enc.val_ids),
+        "fingerprint": fingerprint(train + "\x00" + val) if enc is None else enc.fingerprint,
     }
     init_weights = None
     if resume_ck is not None:
@@ -229,9 +256,12 @@ def _build(
             _warn(on_event, "--init-from keeps the checkpoint's model shape; --embed/--hidden/--layers are ignored")
         init_weights = weights
     else:
-        tok = CharTokenizer.from_text(train, val)
+        tok = CharTokenizer.from_text(train, val) if enc is None else enc.tokenizer
         model_cfg = ModelConfig(vocab_size=tok.vocab_size, **model_over)
-    data = TrainData(tok, tok.encode(train), tok.encode(val) if val else tok.encode(""), info)
+    if enc is not None:
+        data = TrainData(tok, enc.train_ids, enc.val_ids, info)
+    else:
+        data = TrainData(tok, tok.encode(train), tok.encode(val) if val else tok.encode(""), info)
     try:
         trainer = trainer_cls(out, model_cfg, cfg, data, on_event, resume_from=resume_ck, init_weights=init_weights)
     except CorpusError:

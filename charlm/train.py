@@ -25,6 +25,7 @@ from charlm.model import CharGRU, lm_loss
 from charlm.tokenizer import CharTokenizer
 
 OnEvent = Callable[[str, dict[str, Any]], None]
+VAL_MAX_CHARS = 2_000_000  # validation reads the first this many held-out characters
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before rolling back to the last checkpoint
 
 
@@ -211,7 +212,8 @@ class Trainer:
     def validate(self) -> float | None:
         if len(self.data.val_ids) < 2:
             return None
-        return score_ids(self.model, self.data.val_ids, self.device).bits_per_char
+        # at most VAL_MAX_CHARS, so validating a huge corpus costs bounded time and memory
+        return score_ids(self.model, self.data.val_ids[:VAL_MAX_CHARS], self.device).bits_per_char
 
     def train_step(self) -> tuple[float, bool]:
         """One optimizer step; returns (loss in nats/char, whether it was finite and applied)."""

@@ -1,0 +1,49 @@
+"""Smoke runs of the benchmark scripts at tiny sizes: they run end to end and write what they promise.
+(No timing is asserted: speed is measured by the scripts themselves, not by tests.)"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import quality  # noqa: E402
+import run_all  # noqa: E402
+
+
+def test_run_all_quick_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.json"
+    run_all.main(["--quick", "--json", str(out)])
+    table = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert "charlm / bare" in table and "first character" in table
+    assert res["machine"]["cores"] >= 1 and res["machine"]["torch"]
+    assert res["train"]["bare_gru_chars_per_sec"] > 0 and res["train"]["charlm_steps"] == 3
+    assert res["train"]["fraction_of_matmul_peak"] > 0
+    assert res["sample"]["charlm_one_stream_chars_per_sec"] > 0 and res["sample"]["first_char_s"] > 0
+    assert [round(e["corpus_mb"], 2) for e in res["encode"]] == [0.05, 0.2]
+    assert all(e["train_peak_rss_mb"] > 0 for e in res["encode"])
+
+
+def test_flops_per_char_counts_gru_and_head() -> None:
+    from charlm.config import ModelConfig
+
+    m = ModelConfig(vocab_size=10, embed=4, hidden=8, layers=2)
+    fwd = 2 * 3 * 8 * (4 + 8) + 2 * 3 * 8 * (8 + 8) + 2 * 8 * 10
+    assert run_all.flops_per_train_char(m) == 3 * fwd
+
+
+def test_quality_records_validation_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 400)
+    out = tmp_path / "q.json"
+    extra = ["--hidden", "16", "--batch-size", "4", "--seq-len", "16", "--max-steps", "3", "--eval-every", "3"]
+    quality.main(["--corpus", str(corpus), "--max-time", "60s", "--json", str(out), "--", *extra])
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1 and rows[0]["steps"] == 3 and rows[0]["best_val_nats"] > 0
+    assert "--hidden 16" in capsys.readouterr().out
