@@ -15,37 +15,63 @@ STDIN = "-"
 _BINARY_SNIFF = 8192
 
 
+def check_source(source: str) -> Path:
+    """The path of a corpus file that exists and is a regular file, or a one-line CorpusError."""
+    path = Path(source)
+    if not path.exists():
+        raise CorpusError(f"{source}: no such file")
+    if path.is_dir():
+        raise CorpusError(f"{source}: is a directory, not a text file")
+    if not path.is_file():
+        raise CorpusError(f"{source}: is not a regular file")
+    return path
+
+
+def check_head(name: str, head: bytes) -> None:
+    """Refuse UTF-16 and binary data from the first bytes of a file."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise CorpusError(f"{name}: is UTF-16 text, not UTF-8; convert it first (iconv -f UTF-16 -t UTF-8)")
+    if b"\x00" in head[:_BINARY_SNIFF]:
+        raise CorpusError(f"{name}: looks like a binary file (it holds NUL bytes), not UTF-8 text")
+
+
+def bad_utf8(name: str, at: int, line: int) -> CorpusError:
+    return CorpusError(
+        f"{name}: not valid UTF-8 at byte {at} (line {line}); "
+        "use --replace-bad-bytes to read it with U+FFFD in their place"
+    )
+
+
 def read_text(source: str, replace_errors: bool = False) -> str:
     """Read one UTF-8 text file (or stdin for '-'), with a one-line CorpusError for every way it can fail."""
     name = "standard input" if source == STDIN else source
     if source == STDIN:
         raw = sys.stdin.buffer.read()
     else:
-        path = Path(source)
-        if not path.exists():
-            raise CorpusError(f"{source}: no such file")
-        if path.is_dir():
-            raise CorpusError(f"{source}: is a directory, not a text file")
+        path = check_source(source)
         try:
             raw = path.read_bytes()
         except PermissionError:
             raise CorpusError(f"{source}: permission denied (cannot read it)") from None
         except OSError as e:
             raise CorpusError(f"{source}: cannot read it ({e.strerror or e})") from None
-    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise CorpusError(f"{name}: is UTF-16 text, not UTF-8; convert it first (iconv -f UTF-16 -t UTF-8)")
-    if b"\x00" in raw[:_BINARY_SNIFF]:
-        raise CorpusError(f"{name}: looks like a binary file (it holds NUL bytes), not UTF-8 text")
+    check_head(name, raw)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         if replace_errors:
             return raw.decode("utf-8", errors="replace")
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise CorpusError(
-            f"{name}: not valid UTF-8 at byte {e.start} (line {line}); "
-            "use --replace-bad-bytes to read it with U+FFFD in their place"
-        ) from None
+        raise bad_utf8(name, e.start, raw.count(b"\n", 0, e.start) + 1) from None
+
+
+def streams_problem(n_chars: int, batch_size: int, seq_len: int) -> str | None:
+    """Why `n_chars` of training text cannot fill `batch_size` streams of one `seq_len` window, if it cannot."""
+    if seq_len >= 1 and batch_size >= 1 and (n_chars - 1) // batch_size < seq_len:
+        return (
+            f"the training text ({n_chars} characters) is too short for {batch_size} streams of "
+            f"{seq_len} characters; lower --batch-size or --seq-len"
+        )
+    return None
 
 
 def read_corpus(sources: list[str], replace_errors: bool = False) -> str:

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from charlm.data import bad_utf8, check_head, check_source, streams_problem
 from charlm.errors import CorpusError
 from charlm.tokenizer import CharTokenizer
 
 CHUNK_BYTES = 8 << 20
 FORMAT = 1
 _MAX_CP = 0x10FFFF
-_BINARY_SNIFF = 8192  # as data.read_text: NUL bytes in the first 8 KiB mean a binary file
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -77,16 +77,14 @@ def _pieces(sources: list[str], replace_errors: bool) -> Iterator[_Piece]:
     does). Errors are data.read_text's one-line CorpusErrors."""
     ends_newline = True
     for n, source in enumerate(sources):
-        path = Path(source)
-        if not path.is_file():
-            raise CorpusError(f"{source}: no such file" if not path.exists() else f"{source}: is not a regular file")
+        path = check_source(source)
         decoder = codecs.getincrementaldecoder("utf-8")("replace" if replace_errors else "strict")
         done = 0
         try:
             with open(path, "rb") as f:
                 while raw := f.read(CHUNK_BYTES):
-                    if not done and b"\x00" in raw[:_BINARY_SNIFF]:
-                        raise CorpusError(f"{source}: looks like a binary file (it holds NUL bytes), not UTF-8 text")
+                    if not done:
+                        check_head(source, raw)
                     lead = b"\n" if not done and n and not ends_newline else b""
                     if raw.isascii() and not decoder.getstate()[0]:
                         piece = _Piece(lead + raw, None, len(raw))
@@ -112,10 +110,7 @@ def _decode(decoder: Any, raw: bytes, source: str, done: int, f: Any, final: boo
         at = done + e.start
         f.seek(0)
         line = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(min(CHUNK_BYTES, at - f.tell())), b"")) + 1
-        raise CorpusError(
-            f"{source}: not valid UTF-8 at byte {at} (line {line}); "
-            "use --replace-bad-bytes to read it with U+FFFD in their place"
-        ) from None
+        raise bad_utf8(source, at, line) from None
 
 
 def _bar(total: int, what: str, show: bool) -> tqdm:
@@ -186,7 +181,9 @@ def _stamp(sources: list[str], replace_errors: bool, val_fraction: float) -> dic
     return {"format": FORMAT, "files": files, "replace_errors": replace_errors, "val_fraction": val_fraction}
 
 
-def check_trainable(chars: int, val_chars: int, tok: CharTokenizer | None, name: str, seq_len: int) -> None:
+def check_trainable(
+    chars: int, val_chars: int, tok: CharTokenizer | None, name: str, seq_len: int, batch_size: int = 1
+) -> None:
     """data.check_trainable from a scan's figures: refuse text no model can learn from."""
     if chars == 0 or tok is None:
         raise CorpusError(f"{name}: is empty")
@@ -199,6 +196,17 @@ def check_trainable(chars: int, val_chars: int, tok: CharTokenizer | None, name:
             f"{name}: has {chars - val_chars} characters for training, fewer than one training window "
             f"needs ({seq_len + 1}); add text or lower --seq-len"
         )
+    if problem := streams_problem(chars - val_chars, batch_size, seq_len):
+        raise CorpusError(problem)
+
+
+def check_corpus(
+    sources: list[str], val_fraction: float, replace_errors: bool, seq_len: int, batch_size: int = 1
+) -> None:
+    """Every check encode_corpus makes, writing nothing (to report a corpus's problems beside others)."""
+    chars, tok = scan(sources, replace_errors, progress=False)
+    name = sources[0] if len(sources) == 1 else f"{len(sources)} files"
+    check_trainable(chars, int(chars * val_fraction), tok, name, seq_len, batch_size)
 
 
 def encode_corpus(
@@ -208,10 +216,13 @@ def encode_corpus(
     replace_errors: bool = False,
     progress: bool = True,
     seq_len: int = 1,
+    batch_size: int = 1,
 ) -> EncodedCorpus:
     """The corpus's ids as a memory map in `folder`, encoding the files only when the cache does not match.
     A corpus no model can learn from (or too short for `seq_len`) raises CorpusError before anything is written.
     """
+    for source in sources:
+        check_source(source)
     name = sources[0] if len(sources) == 1 else f"{len(sources)} files"
     meta_path, ids_path = folder / "ids.json", folder / "ids.npy"
     stamp = _stamp(sources, replace_errors, val_fraction)
@@ -222,13 +233,13 @@ def encode_corpus(
                 ids = np.load(ids_path, mmap_mode="r")
                 if len(ids) == meta["chars"]:
                     tok = CharTokenizer.from_dict(meta["vocab"])
-                    check_trainable(meta["chars"], meta["val_chars"], tok, name, seq_len)
+                    check_trainable(meta["chars"], meta["val_chars"], tok, name, seq_len, batch_size)
                     return EncodedCorpus(ids, tok, meta["chars"], meta["val_chars"], meta["fingerprint"])
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt
     chars, tok = scan(sources, replace_errors, progress)
     val_chars = int(chars * val_fraction)
-    check_trainable(chars, val_chars, tok, name, seq_len)
+    check_trainable(chars, val_chars, tok, name, seq_len, batch_size)
     assert tok is not None
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".ids-{os.getpid()}.npy"

@@ -17,8 +17,8 @@ from typing import Any
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig, parse_duration
-from charlm.data import STDIN, check_trainable, read_corpus, split_text
-from charlm.encode import EncodedCorpus, encode_corpus
+from charlm.data import STDIN, check_trainable, read_corpus, split_text, streams_problem
+from charlm.encode import EncodedCorpus, check_corpus, encode_corpus
 from charlm.errors import CharlmError, CheckpointError, CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
 from charlm.train import OnEvent, TrainData, Trainer, TrainResult, remap_vocab
@@ -160,11 +160,7 @@ def prepare(
     streamed = req.cache_ids and bool(corpus) and not req.val and STDIN not in corpus and req.init_from is None
     texts: tuple[str, str] | EncodedCorpus | None = None
     if streamed:
-        problems += [f"{s}: no such file" for s in corpus if not Path(s).exists()]
-        if not problems:
-            texts = _encode(req, out, corpus, cfg, on_event, problems)
-        if isinstance(texts, EncodedCorpus):
-            _check_stream_length(len(texts.train_ids), cfg, problems)
+        texts = _encode(req, out, corpus, cfg, on_event, problems)
     else:
         texts = _read(req, corpus, cfg.seq_len, problems) if corpus else None
         if texts is not None and not req.val:
@@ -185,23 +181,21 @@ def _check_streams(train: str, cfg: TrainConfig, problems: list[str]) -> None:
     except CorpusError as e:
         problems += e.problems
         return
-    _check_stream_length(len(train), cfg, problems)
-
-
-def _check_stream_length(n_chars: int, cfg: TrainConfig, problems: list[str]) -> None:
-    if cfg.seq_len >= 1 and cfg.batch_size >= 1 and (n_chars - 1) // cfg.batch_size < cfg.seq_len:
-        problems.append(
-            f"the training text ({n_chars} characters) is too short for {cfg.batch_size} streams of "
-            f"{cfg.seq_len} characters; lower --batch-size or --seq-len"
-        )
+    if problem := streams_problem(len(train), cfg.batch_size, cfg.seq_len):
+        problems.append(problem)
 
 
 def _encode(
     req: TrainRequest, out: Path, corpus: list[str], cfg: TrainConfig, on_event: OnEvent | None, problems: list[str]
 ) -> EncodedCorpus | None:
+    """The corpus encoded into <run>/data; with problems already found, only its checks (nothing is written)."""
+    args = (cfg.val_fraction, req.replace_bad_bytes, max(cfg.seq_len, 1), max(cfg.batch_size, 1))
     try:
+        if problems:
+            check_corpus(corpus, *args)
+            return None
         quiet = getattr(on_event, "quiet", False)
-        return encode_corpus(corpus, out / "data", cfg.val_fraction, req.replace_bad_bytes, not quiet, cfg.seq_len)
+        return encode_corpus(corpus, out / "data", args[0], args[1], not quiet, args[2], args[3])
     except CorpusError as e:
         problems += e.problems
         return None
