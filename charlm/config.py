@@ -15,7 +15,7 @@ from typing import Any
 class ModelConfig:
     vocab_size: int
     embed: int = 64  # size of the learned vector for each character
-    hidden: int = 512  # GRU state size: the model's memory, and most of its cost (cost grows as hidden**2)
+    hidden: int = 256  # GRU state size: the model's memory, and most of its cost (cost grows as hidden**2)
     layers: int = 1  # stacked GRU layers; each layer reads the hidden states of the one below
     dropout: float = 0.0  # between GRU layers and before the output head, during training only
 
@@ -39,7 +39,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     seq_len: int = 128  # characters per stream per step: how far back gradients flow (truncated BPTT)
-    batch_size: int = 64  # parallel streams the text is cut into; characters per step = batch_size * seq_len
+    batch_size: int = 32  # parallel streams the text is cut into; characters per step = batch_size * seq_len
     lr: float = 3e-3  # peak learning rate, reached after warmup, then cosine-decayed to lr * min_lr_ratio
     min_lr_ratio: float = 0.1
     warmup_steps: int = 50
