@@ -255,6 +255,26 @@ def _run_lock(trainer: Trainer) -> Any:
     return ckpt_io.RunLock(trainer.run) if is_main() else nullcontext()
 
 
+def _prepare_in_turn(req: Any, on_event: Any, make: Any, info: RankInfo, backend: str) -> DistributedTrainer:
+    """Rank 0 checks the request and encodes the corpus into the run folder first; the other ranks then find
+    that id file there and memory-map it, instead of each encoding the corpus again."""
+    from charlm import run
+    from charlm.train import pick_device
+
+    init(pick_device(req.overrides.get("device", "auto")), backend)
+    out, failure = None, None
+    if info.is_main:
+        try:  # every check, and the encoding, but no trainer yet: building one takes all ranks
+            out = run.prepare(req, None, trainer_cls=lambda run_dir, *args, **kwargs: run_dir)
+        except CharlmError as e:
+            failure = e
+    out = broadcast_object(out)  # rank 0's run folder (the default one included), or None if it failed
+    if out is None:
+        raise failure or CharlmError(f"rank {info.rank}: rank 0 could not start the run (its error says why)")
+    req.out = out
+    return run.prepare(req, on_event if info.is_main else None, trainer_cls=make)
+
+
 def train(req: Any, on_event: Any = None, backend: str = "auto") -> TrainResult:
     """`charlm train` as one rank of a torchrun job: check, wait for every rank, lock (rank 0), train together."""
     from charlm import run
@@ -267,15 +287,12 @@ def train(req: Any, on_event: Any = None, backend: str = "auto") -> TrainResult:
         if info.is_main and on_event is not None:
             on_event("warn", {"message": f"restart {info.restart}: resuming from the last checkpoint in {req.out}"})
 
-    # Only rank 0 writes the encoded id file into the run folder; the other ranks encode in memory (the same ids).
-    req.cache_ids = info.is_main
-
     def make(*args: Any, **kwargs: Any) -> DistributedTrainer:
         return DistributedTrainer(*args, backend=backend, info=info, **kwargs)
 
     trainer = None
     try:
-        trainer = run.prepare(req, on_event if info.is_main else None, trainer_cls=make)
+        trainer = _prepare_in_turn(req, on_event, make, info, backend)
         barrier()  # every rank has checked the run folder before rank 0 locks it
         with _run_lock(trainer), run.stop_on_signals(trainer):
             result = trainer.fit()

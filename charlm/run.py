@@ -38,7 +38,6 @@ class TrainRequest:
     init_from: Path | None = None
     replace_bad_bytes: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # only the options the user gave
-    cache_ids: bool = True  # encode file corpora once into <run>/data; off for the non-main ranks of a torchrun job
 
 
 def fingerprint(text: str) -> str:
@@ -157,7 +156,7 @@ def prepare(
     if not corpus and not (req.resume and problems):
         problems.append("give a CORPUS file to train on (or '-' for standard input)")
     # One or more files, validated on their own tail: encoded once, streaming, into <run>/data (memory-mapped).
-    streamed = req.cache_ids and bool(corpus) and not req.val and STDIN not in corpus and req.init_from is None
+    streamed = bool(corpus) and not req.val and STDIN not in corpus and req.init_from is None
     texts: tuple[str, str] | EncodedCorpus | None = None
     if streamed:
         texts = _encode(req, out, corpus, cfg, on_event, problems)
