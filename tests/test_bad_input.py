@@ -8,23 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from charlm.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKOV = ROOT / "corpora" / "markov.txt"
 TINY = ["--hidden", "16", "--embed", "8", "--seq-len", "16", "--batch-size", "4", "-q"]
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path: Path, monkeypatch):
-    """Each test runs in an empty folder, so that the default ./checkpoints is its own."""
-    monkeypatch.chdir(tmp_path)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

@@ -31,14 +31,6 @@ ANY_CHAR = st.characters(exclude_categories=())
 ANY_TEXT = st.text(alphabet=ANY_CHAR, min_size=1, max_size=200)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @FAST
 @given(ANY_TEXT, ANY_TEXT)
 def test_tokenizer_round_trips_any_text(text: str, more: str) -> None:

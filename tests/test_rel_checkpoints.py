@@ -23,14 +23,6 @@ TINY = {"hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4, "eval_every": 
 TRAIN_ONLY = {"seq_len": 16, "batch_size": 4, "eval_every": 1000, "max_steps": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A small finished run; tests copy its last checkpoint and damage the copy."""

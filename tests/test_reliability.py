@@ -21,15 +21,6 @@ MARKOV = ROOT / "corpora" / "markov.txt"
 TINY = {"hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4, "eval_every": 1000, "seed": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and most predictably, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"
