@@ -137,6 +137,8 @@ def prepare(
     if req.resume and not problems:
         resume_ck = ckpt_io.resolve(out, "latest")
         old = resume_ck.train_config
+        if req.val is None and resume_ck.meta["data"].get("val_source"):
+            req = replace(req, val=resume_ck.meta["data"]["val_source"])  # the run's own validation file
         ignored = [
             k
             for k, v in req.overrides.items()
@@ -216,7 +218,7 @@ def _build(
     train, val = texts if enc is None else ("", "")
     info = {
         "sources": [s if s == STDIN else str(Path(s).resolve()) for s in corpus],
-        "val_source": req.val,
+        "val_source": req.val if req.val in (None, STDIN) else str(Path(req.val).resolve()),
         "train_chars": len(train) if enc is None else len(enc.train_ids),
         "val_chars": len(val) if enc is None else len(enc.val_ids),
         "fingerprint": fingerprint(train + "\x00" + val) if enc is None else enc.fingerprint,

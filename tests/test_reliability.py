@@ -108,6 +108,20 @@ def test_max_steps_then_resume_with_larger_max_steps_continues(corpus: Path, tmp
     assert events.of("step")[0]["lr"] == pytest.approx(get_lr(5, 5 / 9, cfg))
 
 
+def test_resume_keeps_the_runs_own_validation_file(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    """A run validated on --val FILE resumes without naming it again, from another working folder too."""
+    text = corpus.read_text()
+    val = tmp_path / "val.txt"
+    val.write_text(text[-3000:])
+    out = tmp_path / "run"
+    first = run.train(run.TrainRequest([str(corpus)], out, val=str(val), overrides={**TINY, "max_steps": 4}))
+    assert ckpt_io.resolve(out, "latest").meta["data"]["val_source"] == str(val.resolve())
+    monkeypatch.chdir(tmp_path.parent)
+    more = run.train(request(corpus, out, resume=True, max_steps=6))
+    assert (first.step, more.step, more.stopped_by) == (4, 6, "max_steps")
+    assert ckpt_io.resolve(out, "latest").meta["data"]["val_chars"] == 3000
+
+
 # ---------------------------------------------------------------- numerical faults
 
 
