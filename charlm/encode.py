@@ -1,7 +1,7 @@
 """Encoding a corpus once, streaming, into a memory-mapped id file kept in the run folder.
 
 A corpus is read in chunks twice: a first pass counts its characters and finds its vocabulary, a second
-writes the ids (uint8, uint16 or uint32, the smallest that holds the vocabulary) into `<run>/data/ids.bin`,
+writes the ids (uint8, uint16 or uint32, the smallest that holds the vocabulary) into `<run>/data/ids.npy`,
 with a small JSON beside it. Training then reads windows of that file through a memory map, so memory use
 does not grow with the corpus. A later run (or a resume) on unchanged files reuses the id file.
 """
