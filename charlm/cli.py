@@ -152,13 +152,21 @@ def train(
         raise typer.Exit(143 if result.stopped_by == "SIGTERM" else 130)
 
 
-def _load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[Any, Any, Any]:
+def _resolve(checkpoint: Optional[Path], quiet: bool) -> Any:
+    """The best checkpoint of what was named; when nothing was, stderr says which run was picked."""
     from charlm import checkpoint as ckpt_io
-    from charlm.train import pick_device
 
     ck = ckpt_io.resolve(checkpoint, "best")
     if checkpoint is None and not quiet:
         err_console.print(f"using {ck.path}", soft_wrap=True)
+    return ck
+
+
+def _load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[Any, Any, Any]:
+    from charlm import checkpoint as ckpt_io
+    from charlm.train import pick_device
+
+    ck = _resolve(checkpoint, quiet)
     dev = pick_device(device)
     model, tok = ckpt_io.load_model(ck, dev)
     return model, tok, dev
@@ -260,13 +268,9 @@ def info(
     quiet: Quiet = False,
 ) -> None:
     """Describe a model: shape, size, vocabulary, training so far and the data it learned from."""
-    from charlm import checkpoint as ckpt_io
     from charlm.report import describe, render
 
-    ck = ckpt_io.resolve(checkpoint, "best")
-    if checkpoint is None and not quiet:
-        err_console.print(f"using {ck.path}", soft_wrap=True)
-    d = describe(ck)
+    d = describe(_resolve(checkpoint, quiet))
     if json_out:
         print_json(d)
     else:
