@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,17 +90,24 @@ def read_corpus(sources: list[str], replace_errors: bool = False) -> str:
 
 def check_trainable(text: str, name: str, seq_len: int, min_windows: int = 1) -> None:
     """Refuse text no model can learn from, before anything is written."""
-    if not text:
+    check_figures(name, len(text), set(text), len(text), seq_len * min_windows)
+
+
+def check_figures(
+    name: str, chars: int, distinct: Collection[str], train_chars: int, window: int, train_word: str = ""
+) -> None:
+    """The same refusal from a corpus's figures alone: its size, its distinct characters and the characters
+    left for training (`train_word` says so in the message when they are fewer than all of them)."""
+    if chars == 0:
         raise CorpusError(f"{name}: is empty")
-    if not text.strip():
+    if all(c.isspace() for c in distinct):
         raise CorpusError(f"{name}: holds only whitespace")
-    if len(set(text)) < 2:
+    if len(distinct) < 2:
         raise CorpusError(f"{name}: is one character repeated; there is nothing to learn")
-    need = seq_len * min_windows + 1
-    if len(text) < need:
+    if train_chars < window + 1:
         raise CorpusError(
-            f"{name}: has {len(text)} characters, fewer than one training window needs ({need}); "
-            "add text or lower --seq-len"
+            f"{name}: has {train_chars} characters{train_word}, fewer than one training window needs "
+            f"({window + 1}); add text or lower --seq-len"
         )
 
 

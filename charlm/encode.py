@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from charlm.data import bad_utf8, check_head, check_source, streams_problem
+from charlm.data import bad_utf8, check_figures, check_head, check_source, streams_problem
 from charlm.errors import CorpusError
 from charlm.tokenizer import CharTokenizer
 
@@ -185,17 +185,7 @@ def check_trainable(
     chars: int, val_chars: int, tok: CharTokenizer | None, name: str, seq_len: int, batch_size: int = 1
 ) -> None:
     """data.check_trainable from a scan's figures: refuse text no model can learn from."""
-    if chars == 0 or tok is None:
-        raise CorpusError(f"{name}: is empty")
-    if all(c.isspace() for c in tok.chars):
-        raise CorpusError(f"{name}: holds only whitespace")
-    if tok.vocab_size < 2:
-        raise CorpusError(f"{name}: is one character repeated; there is nothing to learn")
-    if chars - val_chars < seq_len + 1:
-        raise CorpusError(
-            f"{name}: has {chars - val_chars} characters for training, fewer than one training window "
-            f"needs ({seq_len + 1}); add text or lower --seq-len"
-        )
+    check_figures(name, chars, tok.chars if tok is not None else [], chars - val_chars, seq_len, " for training")
     if problem := streams_problem(chars - val_chars, batch_size, seq_len):
         raise CorpusError(problem)
 
