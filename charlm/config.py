@@ -10,13 +10,15 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 @dataclass
 class ModelConfig:
     vocab_size: int
     embed: int = 64  # size of the learned vector for each character
     hidden: int = 256  # GRU state size: the model's memory, and most of its cost (cost grows as hidden**2)
-    layers: int = 1  # stacked GRU layers; each layer reads the hidden states of the one below
+    layers: int = 2  # stacked GRU layers; each layer reads the hidden states of the one below
     dropout: float = 0.0  # between GRU layers and before the output head, during training only
 
     def problems(self) -> list[str]:
@@ -38,7 +40,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    seq_len: int = 128  # characters per stream per step: how far back gradients flow (truncated BPTT)
+    seq_len: int = 64  # characters per stream per step: how far back gradients flow (truncated BPTT)
     batch_size: int = 32  # parallel streams the text is cut into; characters per step = batch_size * seq_len
     lr: float = 3e-3  # peak learning rate, reached after warmup, then cosine-decayed to lr * min_lr_ratio
     min_lr_ratio: float = 0.1
@@ -53,6 +55,7 @@ class TrainConfig:
     keep: int = 3  # how many recent checkpoints to keep, besides the best one
     seed: int = 1337
     device: str = "auto"
+    precision: str = "auto"  # arithmetic of the training step: auto, fp32 or bf16 (weights always stay fp32)
 
     def problems(self) -> list[str]:
         out = []
@@ -72,6 +75,8 @@ class TrainConfig:
             out.append(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             out.append(f"--device must be auto, cpu, cuda or mps (got {self.device!r})")
+        if self.precision not in PRECISIONS:
+            out.append(f"--precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]} (got {self.precision!r})")
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from charlm.train import OnEvent, TrainData, Trainer, TrainResult, remap_vocab
 
 MODEL_KEYS = ("embed", "hidden", "layers", "dropout")
 # What may change when a run is resumed; everything else would break an exact continuation.
-RESUMABLE_KEYS = ("max_steps", "max_time", "eval_every", "save_every", "keep", "device")
+RESUMABLE_KEYS = ("max_steps", "max_time", "eval_every", "save_every", "keep", "device", "precision")
 DEFAULT_MAX_TIME = 300.0  # seconds, when neither --max-steps nor --max-time is given
 
 

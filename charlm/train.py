@@ -67,6 +67,28 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The dtype autocast runs the training step's matrix products in, or None for plain fp32.
+
+    "auto" takes bfloat16 only on a CPU that computes it natively (AVX512-BF16 or AMX): there the GRU trains
+    1.2-2x faster while the weights, the optimizer state and the loss stay fp32. Elsewhere (including CUDA,
+    where cuDNN's fp32 GRU is already fast) auto means fp32; "bf16" asks for it wherever it is native.
+    """
+    if name == "fp32":
+        return None
+    if device.type == "cpu":
+        # private but stable helpers (torch >= 2.1); a build without them reports no native bf16
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        native = any(getattr(torch.cpu, f, lambda: False)() for f in checks)
+    elif device.type == "cuda":
+        native = name == "bf16" and torch.cuda.is_bf16_supported()
+    else:
+        native = False
+    if name == "bf16" and not native:
+        raise CharlmError(f"--precision bf16: this {device.type} has no native bfloat16 arithmetic (use fp32 or auto)")
+    return torch.bfloat16 if native else None
+
+
 def get_lr(step: int, progress: float, cfg: TrainConfig, scale: float = 1.0) -> float:
     """Linear warmup over `warmup_steps`, then cosine decay from lr to lr * min_lr_ratio as progress goes 0 -> 1.
 
@@ -107,6 +129,7 @@ class Trainer:
         self.run, self.cfg, self.data = run, cfg, data
         self.emit = on_event or (lambda kind, info: None)
         self.device = pick_device(cfg.device)
+        self.autocast = pick_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed)
         self.model = CharGRU(model_cfg).to(self.device)
         if init_weights is not None:
@@ -223,8 +246,9 @@ class Trainer:
         x, y = batch.x.to(self.device, non_blocking=True), batch.y.to(self.device, non_blocking=True)
         for g in self.opt.param_groups:
             g["lr"] = get_lr(self.step, self.progress(), self.cfg, self.lr_scale)
-        logits, hidden = self.net(x, self.hidden)
-        loss = lm_loss(logits, y)
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            logits, hidden = self.net(x, self.hidden)
+        loss = lm_loss(logits.float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -253,6 +277,7 @@ class Trainer:
             {
                 "step": self.step,
                 "device": str(self.device),
+                "precision": "bf16" if self.autocast is not None else "fp32",
                 "params": self.model.num_params(),
                 "chars_per_batch": self.streams.chars_per_batch,
             },

@@ -71,7 +71,7 @@ def test_corpus_unreadable(monkeypatch, capsys) -> None:
     [
         ("", "is empty"),
         (" \n\t\n  \n" * 50, "holds only whitespace"),
-        ("ab\ncd\n" * 3, "fewer than one training window needs (129)"),
+        ("ab\ncd\n" * 3, "fewer than one training window needs (65)"),
         ("a" * 5000, "is one character repeated"),
         (b"\x00\x01\x02binary\x00" * 100, "looks like a binary file"),
         ("some text\n".encode("utf-16") * 100, "UTF-16"),

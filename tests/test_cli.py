@@ -60,7 +60,7 @@ def test_train_writes_progress_to_stderr_only(trained: dict) -> None:
     result, run = trained["result"], trained["run"]
     assert result.stdout == ""
     err = result.stderr
-    assert "training on cpu:" in err and "parameters" in err
+    assert "training on cpu (" in err and "parameters" in err
     assert re.search(r"step 15: validation \d+\.\d{4} bits/char", err)
     assert re.search(r"step 30: validation \d+\.\d{4} bits/char", err)
     assert re.search(r"done: 30 steps in \d+s, [\d,]+ chars/s; best validation \d+\.\d{4} bits/char", err)
@@ -223,7 +223,7 @@ def test_info_json(trained: dict) -> None:
     ck = ckpt_io.resolve(run)
     metrics = ckpt_io.read_metrics(run)
     assert d["checkpoint"] == str(ck.path)
-    assert {k: d["model"][k] for k in ("hidden", "layers", "embed")} == {"hidden": 16, "layers": 1, "embed": 8}
+    assert {k: d["model"][k] for k in ("hidden", "layers", "embed")} == {"hidden": 16, "layers": 2, "embed": 8}
     assert d["model"]["parameters"] == CharGRU(ck.model_config).num_params()
     assert d["vocabulary"] == "".join(ck.tokenizer.chars) and d["model"]["vocab_size"] == len(d["vocabulary"])
     assert d["step"] == ck.step
@@ -237,7 +237,7 @@ def test_info_json(trained: dict) -> None:
 
 def test_info_text(trained: dict) -> None:
     out = invoke("info", str(trained["run"])).stdout
-    assert "GRU, 1 layer(s) x 16 hidden, embedding 8" in out
+    assert "GRU, 2 layer(s) x 16 hidden, embedding 8" in out
     params = CharGRU(ckpt_io.resolve(trained["run"]).model_config).num_params()
     assert f"parameters      {params:,}" in out
     assert "steps trained" in out and "trained on" in out and str(trained["corpus"].resolve()) in out

@@ -12,8 +12,9 @@ import torch
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
 from charlm.data import split_text
+from charlm.errors import CharlmError
 from charlm.tokenizer import CharTokenizer
-from charlm.train import TrainData, Trainer, get_lr
+from charlm.train import TrainData, Trainer, get_lr, pick_precision
 
 
 def _trainer(run: Path, text: str, events: list | None = None, **overrides) -> Trainer:
@@ -117,3 +118,40 @@ def test_already_done(tmp_path: Path, tiny_text: str) -> None:
     t = _trainer(tmp_path / "run", tiny_text, max_steps=3, eval_every=100)
     t.fit()
     assert t.fit().stopped_by == "already_done"
+
+
+def _native_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    _native_bf16(monkeypatch, True)
+    assert pick_precision("auto", cpu) is torch.bfloat16
+    assert pick_precision("bf16", cpu) is torch.bfloat16
+    assert pick_precision("fp32", cpu) is None
+    _native_bf16(monkeypatch, False)
+    assert pick_precision("auto", cpu) is None
+    with pytest.raises(CharlmError, match="no native bfloat16"):
+        pick_precision("bf16", cpu)
+    assert TrainConfig(precision="fp16").problems() == ["--precision must be auto, fp32 or bf16 (got 'fp16')"]
+
+
+def test_bf16_steps_run_the_gru_in_bf16_and_keep_fp32_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_text: str
+) -> None:
+    _native_bf16(monkeypatch, True)  # autocast to bf16 works on any CPU, natively fast or not
+    t32 = _trainer(tmp_path / "a", tiny_text, precision="fp32")
+    t16 = _trainer(tmp_path / "b", tiny_text, precision="bf16")
+    seen: list[torch.dtype] = []
+    t16.model.head.register_forward_hook(lambda m, inp, out: seen.append(out.dtype))
+    l32 = [t32.train_step()[0] for _ in range(60)]
+    l16 = [t16.train_step()[0] for _ in range(60)]
+    assert seen[0] is torch.bfloat16  # the head's product is bf16: autocast is on ...
+    assert not torch.equal(t16.model.gru.weight_hh_l0, t32.model.gru.weight_hh_l0)  # ... and changed the GRU's
+    assert all(p.dtype is torch.float32 for p in t16.model.parameters())
+    assert t16.hidden is not None and t16.hidden.dtype is torch.float32
+    assert abs(l16[0] - l32[0]) < 0.02  # same start, only rounding differs ...
+    assert sum(l16[-10:]) / 10 < 0.85 * sum(l16[:10]) / 10  # ... and bf16 learns as fp32 does
+    assert abs(sum(l16[-10:]) - sum(l32[-10:])) / 10 < 0.1
