@@ -32,7 +32,7 @@ from charlm.evaluate import score_ids
 from charlm.model import CharGRU
 from charlm.sample import SampleOptions, generate_ids
 from charlm.tokenizer import CharTokenizer
-from charlm.train import TrainData, Trainer
+from charlm.train import TrainData, Trainer, pick_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARLM = [sys.executable, "-m", "charlm"]
@@ -65,9 +65,9 @@ def best_time(fn: Any, repeats: int) -> float:
     return min(times)
 
 
-def matmul_peak(n: int, repeats: int) -> float:
-    """fp32 GFLOP/s of one large square matrix product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int, repeats: int, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of one large square matrix product in `dtype`."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     return 2 * n**3 / best_time(lambda: a @ b, repeats) / 1e9
 
@@ -89,8 +89,9 @@ def random_text(chars: int, seed: int = 0) -> str:
     return codes[rng.integers(0, len(codes), chars)].tobytes().decode()
 
 
-def bare_train(m: ModelConfig, t: TrainConfig, ids: np.ndarray, steps: int) -> float:
-    """chars/s of a plain embedding -> nn.GRU -> linear loop with Adam, same shape as charlm's model."""
+def bare_train(m: ModelConfig, t: TrainConfig, ids: np.ndarray, steps: int, amp: torch.dtype | None = None) -> float:
+    """chars/s of a plain embedding -> nn.GRU -> linear loop with Adam, same shape as charlm's model; with `amp`,
+    the forward pass runs under torch.autocast to that dtype (what charlm's --precision bf16 does)."""
     torch.manual_seed(0)
     emb, gru, head = nn.Embedding(m.vocab_size, m.embed), nn.GRU(m.embed, m.hidden, m.layers, batch_first=True), None
     head = nn.Linear(m.hidden, m.vocab_size)
@@ -102,9 +103,11 @@ def bare_train(m: ModelConfig, t: TrainConfig, ids: np.ndarray, steps: int) -> f
 
     def step() -> None:
         nonlocal h
-        out, h = gru(emb(x), h)
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+            out, h = gru(emb(x), h)
+            logits = head(out)
         h = h.detach()
-        loss = nn.functional.cross_entropy(head(out).view(-1, m.vocab_size), y.view(-1))
+        loss = nn.functional.cross_entropy(logits.float().view(-1, m.vocab_size), y.view(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -242,23 +245,30 @@ def encode_and_train(mb: float, folder: Path, quick: bool) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     q = args.quick
     m = ModelConfig(vocab_size=len(ALPHABET), hidden=16 if q else args.hidden or ModelConfig(1).hidden)
-    t = TrainConfig(max_steps=args.steps, eval_every=args.eval_every or TrainConfig().eval_every)
+    t = TrainConfig(max_steps=args.steps, eval_every=args.eval_every or TrainConfig().eval_every, device="cpu")
+    amp = pick_precision(t.precision, torch.device("cpu"))
     if q:
         t.batch_size, t.seq_len = 4, 16
     tok = CharTokenizer(ALPHABET)
     ids = tok.encode(random_text(max(400_000, 2 * t.batch_size * t.seq_len * (args.steps + 1)))).astype(np.uint8)
     res: dict[str, Any] = {"machine": machine(), "model": m.to_dict(), "train_config": t.to_dict()}
     peak = matmul_peak(256 if q else 2048, 3 if q else 10)
+    peak_amp = matmul_peak(256 if q else 2048, 3 if q else 10, amp) if amp is not None else peak
     bare = bare_train(m, t, ids, args.steps)
+    bare_amp = bare_train(m, t, ids, args.steps, amp) if amp is not None else bare
     ours = charlm_train(m, t, ids, tok)
     fpc = flops_per_train_char(m)
     res["matmul_peak_gflops"] = peak
     res["train"] = {
+        "precision": "bf16" if amp is not None else "fp32",
+        "matmul_peak_gflops_in_that_precision": peak_amp,
         "bare_gru_chars_per_sec": bare,
+        "bare_gru_same_precision_chars_per_sec": bare_amp,
         **{f"charlm_{k}": v for k, v in ours.items()},
         "ratio_charlm_to_bare": ours["chars_per_sec"] / bare,
+        "ratio_charlm_to_bare_same_precision": ours["chars_per_sec"] / bare_amp,
         "flops_per_train_char": fpc,
-        "fraction_of_matmul_peak": ours["chars_per_sec"] * fpc / (peak * 1e9),
+        "fraction_of_matmul_peak": ours["chars_per_sec"] * fpc / (peak_amp * 1e9),
     }
     model = CharGRU(m).eval()
     n1, nb = (50, 10) if q else (args.sample_chars, 128)
@@ -289,16 +299,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(res: dict[str, Any]) -> str:
     mc, tr, sa = res["machine"], res["train"], res["sample"]
+    prec = tr.get("precision", "fp32")
+    same = tr.get("bare_gru_same_precision_chars_per_sec", tr["bare_gru_chars_per_sec"])
     rows = [
         ("machine", f"{mc['cpu']}, {mc['cores']} cores, torch {mc['torch']}, {mc['threads']} threads"),
         ("load average (start / end)", f"{mc['load_average_at_start'][0]:.2f} / {mc['load_average_at_end'][0]:.2f}"),
         ("model", f"hidden {res['model']['hidden']}, layers {res['model']['layers']}, embed {res['model']['embed']}"),
         ("fp32 matmul peak", f"{res['matmul_peak_gflops']:.0f} GFLOP/s"),
-        ("train: bare nn.GRU loop", f"{tr['bare_gru_chars_per_sec']:,.0f} chars/s"),
+        ("train: charlm's precision", f"{prec} ({tr.get('matmul_peak_gflops_in_that_precision', 0):.0f} GFLOP/s peak)"),
+        ("train: bare nn.GRU loop, fp32", f"{tr['bare_gru_chars_per_sec']:,.0f} chars/s"),
+        (f"train: bare nn.GRU loop, {prec}", f"{tr.get('bare_gru_same_precision_chars_per_sec', 0):,.0f} chars/s"),
         ("train: charlm fit (all included)", f"{tr['charlm_chars_per_sec']:,.0f} chars/s"),
-        ("train: charlm / bare", f"{tr['ratio_charlm_to_bare']:.2f}"),
-        ("train: charlm steps alone / bare", f"{tr['charlm_model_chars_per_sec'] / tr['bare_gru_chars_per_sec']:.2f}"),
-        ("train: fraction of matmul peak", f"{100 * tr['fraction_of_matmul_peak']:.1f}%"),
+        ("train: charlm / bare fp32", f"{tr['ratio_charlm_to_bare']:.2f}"),
+        (f"train: charlm / bare {prec}", f"{tr.get('ratio_charlm_to_bare_same_precision', 0):.2f}"),
+        ("train: charlm steps alone / bare", f"{tr['charlm_model_chars_per_sec'] / same:.2f} (same precision)"),
+        ("train: fraction of matmul peak", f"{100 * tr['fraction_of_matmul_peak']:.1f}% (of the {prec} peak)"),
         ("train: outside the model", f"{tr['charlm_overhead_pct']:.1f}% of wall time ({tr['charlm_steps']} steps)"),
         ("sample 1 stream: plain loop", f"{sa['plain_loop_one_stream_chars_per_sec']:,.0f} chars/s"),
         ("sample 1 stream: charlm", f"{sa['charlm_one_stream_chars_per_sec']:,.0f} chars/s"),
