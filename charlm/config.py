@@ -50,7 +50,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many steps ...
     max_time: float | None = None  # ... or after this many seconds of training, whichever comes first
     val_fraction: float = 0.1  # the last part of the text held out for validation (ignored with a --val file)
-    eval_every: int = 200  # steps between validations (and a checkpoint each time)
+    eval_every: int = 500  # steps between validations (and a checkpoint each time); each costs a pass over val
     save_every: int | None = None  # steps between extra checkpoints; None means at each validation only
     keep: int = 3  # how many recent checkpoints to keep, besides the best one
     seed: int = 1337
