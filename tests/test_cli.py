@@ -281,6 +281,7 @@ def test_top_level_help_and_version() -> None:
         (["evaluate"], 2, "charlm evaluate: Missing argument"),
         (["train", "missing.txt", "--max-steps", "3"], 2, "missing.txt: no such file"),
         (["train", "tiny.txt", "--val-fraction", "1.5", "--device", "tpu"], 2, "--val-fraction must be in [0, 1)"),
+        (["train", "tiny.txt", "--precision", "fp16"], 2, "--precision must be auto, fp32 or bf16 (got 'fp16')"),
         (["sample"], 2, "no checkpoint given and none found"),
         (["info", "tiny.txt"], 2, "tiny.txt: not a charlm checkpoint"),
     ],
