@@ -120,7 +120,8 @@ def train(
     seed: Annotated[Optional[int], _opt("Random seed.", _T.seed)] = None,
     device: Annotated[Optional[str], _opt("auto, cpu, cuda or mps.", _T.device)] = None,
     precision: Annotated[
-        Optional[str], _opt("Training arithmetic: auto (bf16 on CPUs that compute it natively), fp32 or bf16.", "auto")
+        Optional[str],
+        _opt("Training arithmetic: auto (bf16 on CPUs that compute it natively), fp32 or bf16.", _T.precision),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
     init_from: Annotated[Optional[Path], _opt("Start from this checkpoint's weights (fine-tuning).")] = None,

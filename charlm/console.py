@@ -127,7 +127,7 @@ class TrainDisplay:
             return
         elif kind == "start":
             self.log(
-                f"training on {info['device']} ({info.get('precision', 'fp32')}): {info['params']:,} parameters, "
+                f"training on {info['device']} ({info['precision']}): {info['params']:,} parameters, "
                 f"{info['chars_per_batch']:,} characters per step"
                 + (f", resuming at step {info['step']}" if info["step"] else "")
             )
