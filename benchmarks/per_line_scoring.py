@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from charlm.config import ModelConfig
-from charlm.evaluate import score_lines
+from charlm.inference.evaluate import score_lines
 from charlm.model import CharGRU
 
 

@@ -28,11 +28,11 @@ from torch import nn
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
-from charlm.evaluate import score_ids
+from charlm.inference.evaluate import score_ids
+from charlm.inference.sample import SampleOptions, generate_ids
 from charlm.model import CharGRU
-from charlm.sample import SampleOptions, generate_ids
 from charlm.tokenizer import CharTokenizer
-from charlm.train import TrainData, Trainer, pick_precision
+from charlm.training.trainer import TrainData, Trainer, pick_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARLM = [sys.executable, "-m", "charlm"]
@@ -228,7 +228,7 @@ def encode_and_train(mb: float, folder: Path, quick: bool) -> dict[str, float]:
             left -= f.write(block[:left])
     size = path.stat().st_size
     enc = child_stats(
-        "from pathlib import Path\nfrom charlm.encode import encode_corpus",
+        "from pathlib import Path\nfrom charlm.data.encode import encode_corpus",
         f"encode_corpus([{str(path)!r}], Path({str(run / 'data')!r}), 0.1, progress=False)",
     )
     argv = ["charlm", "train", str(path), "--out", str(run), "--hidden", "64", "--max-steps", "2" if quick else "5"]

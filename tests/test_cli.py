@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from charlm import checkpoint as ckpt_io
 from charlm.cli import app, main
-from charlm.evaluate import score_ids
+from charlm.inference.evaluate import score_ids
+from charlm.inference.sample import SampleOptions, stream
 from charlm.model import CharGRU
-from charlm.sample import SampleOptions, stream
 
 runner = CliRunner()
 SMALL = [

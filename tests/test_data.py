@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm.data import TokenStreams, check_trainable, read_corpus, read_text, split_text
+from charlm.data.corpus import TokenStreams, check_trainable, read_corpus, read_text, split_text
 from charlm.errors import CorpusError
 
 

@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 from charlm import checkpoint as ckpt_io
-from charlm import run
-from charlm.data import TokenStreams
-from charlm.distributed import DistributedTrainer, RankInfo, RankStreams
+from charlm.data.corpus import TokenStreams
 from charlm.errors import UsageError
+from charlm.training import request as run
+from charlm.training.distributed import DistributedTrainer, RankInfo, RankStreams
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 6, 3
@@ -47,7 +47,7 @@ FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in OPTS.items()]
 FAULTY_ENTRY = textwrap.dedent(
     """
     import os, sys
-    from charlm import distributed
+    from charlm.training import distributed
 
     save = distributed.DistributedTrainer.save
 

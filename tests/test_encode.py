@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm import encode
-from charlm.data import read_corpus, split_text
+from charlm.data import encode
+from charlm.data.corpus import read_corpus, split_text
 from charlm.errors import CorpusError, UsageError
-from charlm.run import TrainRequest, fingerprint, prepare
 from charlm.tokenizer import CharTokenizer
+from charlm.training.request import TrainRequest, fingerprint, prepare
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.config import ModelConfig
-from charlm.evaluate import EvalResult, score_ids
+from charlm.inference.evaluate import EvalResult, score_ids
 from charlm.model import CharGRU
 
 

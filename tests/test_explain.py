@@ -20,11 +20,19 @@ from typer.testing import CliRunner
 from charlm import checkpoint as ckpt_io
 from charlm.cli import app
 from charlm.config import ModelConfig, TrainConfig
-from charlm.evaluate import score_ids
-from charlm.explain import LayerGates, explain, records, saturation, saturation_summary, surprising_spans, trace_gates
-from charlm.html_report import render
+from charlm.inference.evaluate import score_ids
+from charlm.interpret.explain import (
+    LayerGates,
+    explain,
+    records,
+    saturation,
+    saturation_summary,
+    surprising_spans,
+    trace_gates,
+)
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
+from charlm.ui.html import render
 
 TEXT = 'She said "to be (or not) to be", and then\nhe said "that is the question".\n' * 3
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from charlm.config import ModelConfig
+from charlm.inference.sample import INT8_MIN_BATCH, SampleOptions, _Stepper, generate_ids
 from charlm.model import CharGRU
-from charlm.sample import INT8_MIN_BATCH, SampleOptions, _Stepper, generate_ids
 
 
 def model(layers: int = 1) -> CharGRU:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from charlm import checkpoint as ckpt_io
-from charlm import run
 from charlm.errors import CheckpointError
+from charlm.training import request as run
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKOV = ROOT / "corpora" / "markov.txt"
@@ -103,7 +103,7 @@ def test_max_steps_then_resume_with_larger_max_steps_continues(corpus: Path, tmp
     # The cosine schedule now runs over 9 steps: the learning rate at step 6 follows the new horizon.
     cfg = ckpt_io.resolve(out, "latest").train_config
     assert cfg.max_steps == 9
-    from charlm.train import get_lr
+    from charlm.training.trainer import get_lr
 
     assert events.of("step")[0]["lr"] == pytest.approx(get_lr(5, 5 / 9, cfg))
 
@@ -126,7 +126,7 @@ def test_resume_keeps_the_runs_own_validation_file(corpus: Path, tmp_path: Path,
 
 
 def test_non_finite_loss_steps_are_skipped_and_reported(corpus: Path, tmp_path: Path, monkeypatch) -> None:
-    import charlm.train as train_mod
+    import charlm.training.trainer as train_mod
 
     real, calls = train_mod.lm_loss, {"n": 0}
 

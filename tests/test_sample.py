@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from charlm.errors import UsageError
-from charlm.sample import SampleOptions, check, filter_logits, generate_ids, sample_many, start_ids, stream
+from charlm.inference.sample import SampleOptions, check, filter_logits, generate_ids, sample_many, start_ids, stream
 
 
 def _text(model_tok, **kw) -> str:

@@ -11,10 +11,10 @@ import torch
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
-from charlm.data import split_text
+from charlm.data.corpus import split_text
 from charlm.errors import CharlmError
 from charlm.tokenizer import CharTokenizer
-from charlm.train import TrainData, Trainer, get_lr, pick_precision
+from charlm.training.trainer import TrainData, Trainer, get_lr, pick_precision
 
 
 def _trainer(run: Path, text: str, events: list | None = None, **overrides) -> Trainer:

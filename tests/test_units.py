@@ -13,11 +13,8 @@ from charlm import checkpoint as ckpt_io
 from charlm.cli import app
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import UsageError
-from charlm.explain import explain, trace_gates
-from charlm.explain_view import by_unit
-from charlm.model import CharGRU
-from charlm.tokenizer import CharTokenizer
-from charlm.units import (
+from charlm.interpret.explain import explain, trace_gates
+from charlm.interpret.units import (
     after_newline,
     find_units,
     inside_brackets,
@@ -28,6 +25,9 @@ from charlm.units import (
     threshold_score,
     word_start,
 )
+from charlm.model import CharGRU
+from charlm.tokenizer import CharTokenizer
+from charlm.ui.explain_view import by_unit
 
 TEXT = 'He said "go away" and (then, [maybe]) left.\nShe said "no" to him.\nAnd "so" it ended (or not).\n' * 4
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from charlm import checkpoint as ckpt_io
-from charlm.charts import LN2
 from charlm.errors import CharlmError
+from charlm.ui.charts import LN2
 
 INSTALL_HINT = "charlm plot needs matplotlib: pip install 'charlm[plot]' (or pip install matplotlib)"
 

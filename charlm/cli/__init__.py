@@ -16,10 +16,10 @@ import typer
 from rich.markup import escape
 
 from charlm import __version__
+from charlm.cli.output import print_json, silence_stdout
 from charlm.config import ModelConfig, TrainConfig
-from charlm.console import err_console
 from charlm.errors import CharlmError, UsageError
-from charlm.shell import print_json, silence_stdout
+from charlm.ui.console import err_console
 
 EXIT_CODES = (
     "stdout carries only payload (text, scores, JSON); progress, warnings and errors go to stderr. "
@@ -136,9 +136,10 @@ def train(
 
     Under torchrun (torchrun --nproc_per_node=N -m charlm train ...) the N processes train one model together.
     """
-    from charlm import distributed, run
-    from charlm.console import TrainDisplay, train_done
-    from charlm.shell import train_summary
+    from charlm.cli.output import train_summary
+    from charlm.training import distributed
+    from charlm.training import request as run
+    from charlm.ui.console import TrainDisplay, train_done
 
     given = {k: v for k, v in locals().items() if v is not None and k in {*_M.to_dict(), *_T.to_dict()}}
     req = run.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given)
@@ -168,7 +169,7 @@ def _resolve(checkpoint: Optional[Path], quiet: bool) -> Any:
 
 def _load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[Any, Any, Any]:
     from charlm import checkpoint as ckpt_io
-    from charlm.train import pick_device
+    from charlm.training.trainer import pick_device
 
     ck = _resolve(checkpoint, quiet)
     dev = pick_device(device)
@@ -200,9 +201,9 @@ def sample(
     quiet: Quiet = False,
 ) -> None:
     """Generate text; only the generated text goes to stdout, streamed as it is produced."""
-    from charlm import sample as sampling
-    from charlm.shell import interactive as prompt_loop
-    from charlm.shell import write_samples, write_stream
+    from charlm.cli.output import interactive as prompt_loop
+    from charlm.cli.output import write_samples, write_stream
+    from charlm.inference import sample as sampling
 
     if interactive and prime == "-":
         raise UsageError("--interactive reads primes from stdin; it cannot also take --prime -")
@@ -240,9 +241,9 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Score a text: loss in nats/char, bits/char and perplexity (lower means less surprised)."""
-    from charlm.data import read_text
-    from charlm.evaluate import score_ids
-    from charlm.shell import line_records, print_line_scores
+    from charlm.cli.output import line_records, print_line_scores
+    from charlm.data.corpus import read_text
+    from charlm.inference.evaluate import score_ids
 
     if len(paths) > 2:
         raise UsageError("evaluate takes at most two arguments: [CHECKPOINT] FILE")
@@ -272,7 +273,7 @@ def info(
     quiet: Quiet = False,
 ) -> None:
     """Describe a model: shape, size, vocabulary, training so far and the data it learned from."""
-    from charlm.report import describe, render
+    from charlm.ui.info import describe, render
 
     d = describe(_resolve(checkpoint, quiet))
     if json_out:
@@ -291,7 +292,7 @@ def plot(
     quiet: Quiet = False,
 ) -> None:
     """Draw a run's training curve (train and validation bits/char) as a PNG; needs matplotlib."""
-    from charlm.plot import plot_run
+    from charlm.ui.plot import plot_run
 
     written = plot_run(checkpoint, output)
     if written is not None and not quiet:
@@ -320,4 +321,4 @@ def main() -> None:
 
 
 # The explain and units commands live in their own module and register on `app` when it is imported.
-from charlm import cli_explain  # noqa: E402, F401
+from charlm.cli import explain as _explain_commands  # noqa: E402, F401

@@ -18,9 +18,9 @@ import torch
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
-from charlm.data import TokenStreams
+from charlm.data.corpus import TokenStreams
 from charlm.errors import CharlmError, CheckpointError
-from charlm.evaluate import score_ids
+from charlm.inference.evaluate import score_ids
 from charlm.model import CharGRU, lm_loss
 from charlm.tokenizer import CharTokenizer
 

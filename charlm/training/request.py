@@ -17,11 +17,11 @@ from typing import Any
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig, parse_duration
-from charlm.data import STDIN, check_trainable, read_corpus, split_text, streams_problem
-from charlm.encode import EncodedCorpus, check_corpus, encode_corpus
+from charlm.data.corpus import STDIN, check_trainable, read_corpus, split_text, streams_problem
+from charlm.data.encode import EncodedCorpus, check_corpus, encode_corpus
 from charlm.errors import CharlmError, CheckpointError, CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
-from charlm.train import OnEvent, TrainData, Trainer, TrainResult, remap_vocab
+from charlm.training.trainer import OnEvent, TrainData, Trainer, TrainResult, remap_vocab
 
 MODEL_KEYS = ("embed", "hidden", "layers", "dropout")
 # What may change when a run is resumed; everything else would break an exact continuation.

@@ -25,9 +25,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from charlm import checkpoint as ckpt_io
-from charlm.data import TokenStreams
+from charlm.data.corpus import TokenStreams
 from charlm.errors import CharlmError, UsageError
-from charlm.train import Trainer, TrainResult
+from charlm.training.trainer import Trainer, TrainResult
 
 BACKENDS = ("auto", "gloo", "nccl")
 _SIGNALS = {"SIGINT": 2, "SIGTERM": 15}  # what stop_requested holds, as numbers that can be all-reduced
@@ -258,8 +258,8 @@ def _run_lock(trainer: Trainer) -> Any:
 def _prepare_in_turn(req: Any, on_event: Any, make: Any, info: RankInfo, backend: str) -> DistributedTrainer:
     """Rank 0 checks the request and encodes the corpus into the run folder first; the other ranks then find
     that id file there and memory-map it, instead of each encoding the corpus again."""
-    from charlm import run
-    from charlm.train import pick_device
+    from charlm.training import request as run
+    from charlm.training.trainer import pick_device
 
     init(pick_device(req.overrides.get("device", "auto")), backend)
     out, failure = None, None
@@ -277,7 +277,7 @@ def _prepare_in_turn(req: Any, on_event: Any, make: Any, info: RankInfo, backend
 
 def train(req: Any, on_event: Any = None, backend: str = "auto") -> TrainResult:
     """`charlm train` as one rank of a torchrun job: check, wait for every rank, lock (rank 0), train together."""
-    from charlm import run
+    from charlm.training import request as run
 
     info = rank_info()
     if torch.cuda.is_available() and req.overrides.get("device", "auto") != "cpu":

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from charlm.data import bad_utf8, check_figures, check_head, check_source, streams_problem
+from charlm.data.corpus import bad_utf8, check_figures, check_head, check_source, streams_problem
 from charlm.errors import CorpusError
 from charlm.tokenizer import CharTokenizer
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from charlm.errors import CharlmError
-from charlm.explain import Explanation
+from charlm.interpret.explain import Explanation
 
 MAX_BITS = 8.0  # surprisal at which the colour is fully saturated
 

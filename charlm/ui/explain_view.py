@@ -15,9 +15,9 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from charlm.explain import Explanation, surprising_spans
+from charlm.interpret.explain import Explanation, surprising_spans
+from charlm.interpret.units import UnitScore
 from charlm.tokenizer import describe_char
-from charlm.units import UnitScore
 
 MAX_BITS = 8.0  # surprisal shown at full colour
 

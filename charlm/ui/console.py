@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.text import Text
 
-from charlm.charts import LN2, curves
 from charlm.config import format_duration
+from charlm.ui.charts import LN2, curves
 
 
 def no_color() -> bool:
@@ -59,7 +59,7 @@ class _ChartProgress(Progress):
 
 def preview(model: Any, tokenizer: Any, length: int = PREVIEW_CHARS, temperature: float = PREVIEW_TEMPERATURE) -> str:
     """A short sample from a model being trained, leaving its mode and the global random state as they were."""
-    from charlm.sample import SampleOptions, stream
+    from charlm.inference.sample import SampleOptions, stream
 
     was_training = model.training
     try:

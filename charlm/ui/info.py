@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from charlm import checkpoint as ckpt_io
-from charlm.charts import curves, metric_series
 from charlm.tokenizer import describe_char
+from charlm.ui.charts import curves, metric_series
 
 
 def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 from rich.markup import escape
 
-from charlm.console import err_console
 from charlm.errors import UsageError
+from charlm.ui.console import err_console
 
 FLUSH_EVERY = 0.05  # seconds
 
@@ -88,7 +88,7 @@ def split_lines(text: str) -> list[str]:
 
 def line_records(model: Any, tok: Any, text: str, skip_unknown: bool, device: Any, block: int = 4096) -> Iterator[Any]:
     """(line, LineScore) for each line of `text`, in order, scored `block` lines at a time."""
-    from charlm.evaluate import score_lines
+    from charlm.inference.evaluate import score_lines
 
     lines = split_lines(text)
     tok.encode(text, "skip" if skip_unknown else "error", what="the text")  # one clear error for the whole input
@@ -112,7 +112,7 @@ def interactive(model: Any, tok: Any, opts: Any, device: Any, prompt: Any = None
     """Read a prime per line of stdin and stream a continuation of it, until end of input."""
     from dataclasses import replace
 
-    from charlm.sample import stream
+    from charlm.inference.sample import stream
 
     n = 0
     while True:

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from charlm.cli import Device, Quiet, SkipUnknown, _handled, _load, app, err_console
+from charlm.cli.output import print_json
 from charlm.errors import UsageError
-from charlm.shell import print_json
 
 TextArgs = Annotated[
     Optional[list[str]],
@@ -30,8 +30,8 @@ def _explain_input(
     paths: Optional[list[str]], literal: Optional[str], max_chars: int, skip_unknown: bool, device: str, quiet: bool
 ) -> tuple[Any, Any, Any]:
     """Checkpoint and text from `[CHECKPOINT] FILE|-` or `[CHECKPOINT] --text STRING` -> (model, tokenizer, ids)."""
-    from charlm.console import warn
-    from charlm.data import read_text
+    from charlm.data.corpus import read_text
+    from charlm.ui.console import warn
 
     paths = paths or []
     n_text = 0 if literal is not None else 1
@@ -91,8 +91,8 @@ def explain(
     quiet: Quiet = False,
 ) -> None:
     """Show a text coloured by how surprised the model is at each character, with its guesses and gate values."""
-    from charlm import explain as ex_lib
-    from charlm import explain_view as view
+    from charlm.interpret import explain as ex_lib
+    from charlm.ui import explain_view as view
 
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1 (got {top_k})")
@@ -104,7 +104,7 @@ def explain(
     ex = ex_lib.explain(model, tok, ids, top_k, gates=gates or unit is not None or html_out is not None)
     chosen = _check_unit(ex, layer, unit) if unit is not None else None
     if html_out is not None:
-        from charlm import html_report
+        from charlm.ui import html as html_report
 
         html_report.write(html_out, html_report.render(ex, f"charlm explain: {len(ids)} characters", chosen))
         if not quiet:
@@ -140,9 +140,9 @@ def units(
     quiet: Quiet = False,
 ) -> None:
     """Rank hidden units by how well they track features of a text: quotes, brackets, line position, words, regex."""
-    from charlm import explain_view as view
-    from charlm.explain import trace_gates
-    from charlm.units import find_units, regex_feature
+    from charlm.interpret.explain import trace_gates
+    from charlm.interpret.units import find_units, regex_feature
+    from charlm.ui import explain_view as view
 
     if top < 1:
         raise UsageError(f"--top must be at least 1 (got {top})")
