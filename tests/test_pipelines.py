@@ -15,8 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from charlm import checkpoint as ckpt_io  # noqa: E402
-from charlm.cli.output import line_records  # noqa: E402
-from charlm.inference.evaluate import score_ids  # noqa: E402
+from charlm.inference.evaluate import line_records, score_ids  # noqa: E402
 from charlm.inference.sample import SampleOptions, sample_many, stream  # noqa: E402
 
 SYLLABLES = ["ka", "ro", "mi", "ne", "lo", "sa", "ti", "vu", "de", "an", "el", "or"]

@@ -12,9 +12,8 @@ torch = pytest.importorskip("torch")
 
 from rich.console import Console  # noqa: E402
 
-from charlm.cli.output import split_lines  # noqa: E402
 from charlm.config import ModelConfig  # noqa: E402
-from charlm.inference.evaluate import score_ids, score_lines  # noqa: E402
+from charlm.inference.evaluate import score_ids, score_lines, split_lines  # noqa: E402
 from charlm.model import CharGRU  # noqa: E402
 from charlm.tokenizer import CharTokenizer  # noqa: E402
 from charlm.ui.charts import BLOCKS, curves, metric_series, resample, sparkline  # noqa: E402

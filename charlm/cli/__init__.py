@@ -241,9 +241,9 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Score a text: loss in nats/char, bits/char and perplexity (lower means less surprised)."""
-    from charlm.cli.output import line_records, print_line_scores
+    from charlm.cli.output import print_line_scores
     from charlm.data.corpus import read_text
-    from charlm.inference.evaluate import score_ids
+    from charlm.inference.evaluate import line_records, score_ids
 
     if len(paths) > 2:
         raise UsageError("evaluate takes at most two arguments: [CHECKPOINT] FILE")

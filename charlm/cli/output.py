@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from rich.markup import escape
@@ -78,25 +78,6 @@ def train_summary(result: Any) -> dict[str, Any]:
         "elapsed": result.elapsed,
         "stopped_by": result.stopped_by,
     }
-
-
-def split_lines(text: str) -> list[str]:
-    """The lines of a text without their "\\n"; a final newline does not start one more (empty) line."""
-    lines = text.split("\n")
-    return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-def line_records(model: Any, tok: Any, text: str, skip_unknown: bool, device: Any, block: int = 4096) -> Iterator[Any]:
-    """(line, LineScore) for each line of `text`, in order, scored `block` lines at a time."""
-    from charlm.inference.evaluate import score_lines
-
-    lines = split_lines(text)
-    tok.encode(text, "skip" if skip_unknown else "error", what="the text")  # one clear error for the whole input
-    start = tok.id_of("\n") if "\n" in tok else None
-    for a in range(0, len(lines), block):
-        part = lines[a : a + block]
-        ids = [tok.encode(line, "skip") for line in part]
-        yield from zip(part, score_lines(model, ids, start, device), strict=True)
 
 
 def print_line_scores(records: Iterable[Any], jsonl: bool) -> None:

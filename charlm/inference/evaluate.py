@@ -1,8 +1,10 @@
-"""Scoring text with a trained model: loss in nats per character, bits per character and perplexity."""
+"""Scoring text with a trained model: loss in nats per character, bits per character and perplexity, for a whole
+text or for each of its lines on its own."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.model import CharGRU
+from charlm.tokenizer import CharTokenizer
 
 
 @dataclass
@@ -131,3 +134,31 @@ def _batch_nats(model: CharGRU, seqs: list[np.ndarray], device: torch.device | s
         nll = F.cross_entropy(logits.transpose(1, 2), yt[:, c : c + chunk], reduction="none")
         nats += (nll.double() * mt[:, c : c + chunk]).sum(1)
     return nats.tolist()
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a text without their "\\n"; a final newline does not start one more (empty) line."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def line_records(
+    model: CharGRU,
+    tok: CharTokenizer,
+    text: str,
+    skip_unknown: bool,
+    device: torch.device | str = "cpu",
+    block: int = 4096,
+) -> Iterator[tuple[str, LineScore]]:
+    """(line, LineScore) for each line of `text`, in order, scored `block` lines at a time.
+
+    Lines are scored in blocks so that a text of millions of lines never holds all its ids at once, and the
+    first records can be printed before the last lines are scored.
+    """
+    lines = split_lines(text)
+    tok.encode(text, "skip" if skip_unknown else "error", what="the text")  # one clear error for the whole input
+    start = tok.id_of("\n") if "\n" in tok else None
+    for a in range(0, len(lines), block):
+        part = lines[a : a + block]
+        ids = [tok.encode(line, "skip") for line in part]
+        yield from zip(part, score_lines(model, ids, start, device), strict=True)
