@@ -1,6 +1,6 @@
 """The `explain` and `units` commands: what a model sees in a text, character by character and unit by unit.
 
-They register on the same Typer app as the other commands; like them, they only parse and call the library.
+Like the other commands they only parse, call the library and print.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from charlm.cli import Device, Quiet, SkipUnknown, _handled, _load, app, err_console
+from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
+from charlm.ui.console import err_console, warn
 
 TextArgs = Annotated[
     Optional[list[str]],
@@ -31,21 +32,18 @@ def _explain_input(
 ) -> tuple[Any, Any, Any]:
     """Checkpoint and text from `[CHECKPOINT] FILE|-` or `[CHECKPOINT] --text STRING` -> (model, tokenizer, ids)."""
     from charlm.data.corpus import read_text
-    from charlm.ui.console import warn
 
-    paths = paths or []
-    n_text = 0 if literal is not None else 1
-    if len(paths) > 1 + n_text or len(paths) < n_text:
-        raise UsageError("give [CHECKPOINT] FILE (or - for stdin), or [CHECKPOINT] --text STRING")
+    usage = "give [CHECKPOINT] FILE (or - for stdin), or [CHECKPOINT] --text STRING"
+    checkpoint, files = checkpoint_and_text(paths or [], 0 if literal is not None else 1, usage)
     if max_chars < 2:
         raise UsageError(f"--max-chars must be at least 2 (got {max_chars})")
-    text = literal if literal is not None else read_text(paths[-1])
-    what = "--text" if literal is not None else paths[-1]
+    text = literal if literal is not None else read_text(files[0])
+    what = "--text" if literal is not None else files[0]
     if len(text) > max_chars:
         if not quiet:
             warn(f"{what}: using the first {max_chars:,} of {len(text):,} characters (raise --max-chars for more)")
         text = text[:max_chars]
-    model, tok, _ = _load(Path(paths[0]) if len(paths) > n_text else None, device, quiet)
+    model, tok, _ = load(checkpoint, device, quiet)
     ids = tok.encode(text, "skip" if skip_unknown else "error", what=what)
     if len(ids) < 2:
         raise UsageError(f"{what}: needs at least two (known) characters to explain")
@@ -65,8 +63,6 @@ def _check_unit(ex: Any, layer: Optional[int], unit: int) -> tuple[int, int]:
     return layer, unit
 
 
-@app.command()
-@_handled
 def explain(
     paths: TextArgs = None,
     literal: LiteralText = None,
@@ -124,8 +120,6 @@ def explain(
         con.print(view.gates_table(ex_lib.saturation_summary(ex.layers)))
 
 
-@app.command()
-@_handled
 def units(
     paths: TextArgs = None,
     literal: LiteralText = None,

@@ -13,12 +13,13 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any, TextIO
-
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any, TextIO
 
 from charlm.errors import UsageError
-from charlm.ui.console import err_console
+from charlm.ui import console
+
+if TYPE_CHECKING:  # it imports torch, which a bare `charlm --help` should not wait for
+    from charlm.inference.evaluate import EvalResult, LineScore
 
 FLUSH_EVERY = 0.05  # seconds
 
@@ -80,7 +81,17 @@ def train_summary(result: Any) -> dict[str, Any]:
     }
 
 
-def print_line_scores(records: Iterable[Any], jsonl: bool) -> None:
+def print_score(r: EvalResult, json_out: bool) -> None:
+    """A whole text's score: one JSON object (--json), or loss, bits/char, perplexity and characters, tab-separated."""
+    if json_out:
+        print_json(r.to_dict())
+    else:
+        print(
+            f"{r.loss:.4f} nats/char\t{r.bits_per_char:.4f} bits/char\tperplexity {r.perplexity:.3f}\t{r.chars} chars"
+        )
+
+
+def print_line_scores(records: Iterable[tuple[str, LineScore]], jsonl: bool) -> None:
     """One record per line: tab-separated `bits/char  bits  chars  line`, or one JSON object (--jsonl)."""
     for n, (line, s) in enumerate(records, 1):
         if jsonl:
@@ -107,5 +118,5 @@ def interactive(model: Any, tok: Any, opts: Any, device: Any, prompt: Any = None
         try:
             write_stream(stream(model, tok, replace(opts, prime=line.rstrip("\n"), seed=seed), device))
         except UsageError as e:  # a prime with unknown characters: say so and take the next one
-            err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+            console.error(str(e))
         print(flush=True)

@@ -183,3 +183,8 @@ def train_done(result: Any, quiet: bool = False) -> None:
     if result.interrupted:
         err_console.print(f"stopped by {result.stopped_by}; continue with: charlm train --resume --out {result.run}")
     err_console.print(f"sample from it with: charlm sample {result.run}", soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """The one line on stderr that says what went wrong (a Text, so brackets in paths stay as written)."""
+    err_console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)

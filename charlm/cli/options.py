@@ -1,0 +1,74 @@
+"""The parameters several commands share, declared once, and the checkpoint they name turned into a model.
+
+Commands import from here and from the library, never from each other or from the app, so the imports of
+charlm.cli run one way: app -> commands -> options/output -> library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from charlm.errors import UsageError
+from charlm.ui.console import err_console
+
+if TYPE_CHECKING:  # torch is imported only by the commands that need it, to keep `charlm --help` quick
+    import torch
+
+    from charlm.checkpoint import Checkpoint
+    from charlm.model import CharGRU
+    from charlm.tokenizer import CharTokenizer
+
+Ckpt = Annotated[
+    Optional[Path],
+    typer.Argument(
+        help="A run folder, a step-* checkpoint folder or a file in one. Default: the newest run under ./checkpoints.",
+        show_default=False,
+    ),
+]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+SkipUnknown = Annotated[
+    bool, typer.Option("--skip-unknown", help="Drop characters the model never saw, instead of stopping with an error.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but the payload and errors.")]
+Jsonl = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per record, one per line.")]
+ReplaceBadBytes = Annotated[bool, typer.Option(help="Read bytes that are not UTF-8 as U+FFFD.")]
+
+
+def setting(help: str, default: Any = None) -> Any:
+    """An option left None when not given (so the library can tell), its default shown in the help text."""
+    return typer.Option(help=help + (f" \\[default: {default}]" if default is not None else ""), show_default=False)
+
+
+def checkpoint_and_text(paths: list[str], texts: int, usage: str) -> tuple[Optional[Path], list[str]]:
+    """Split `[CHECKPOINT] FILE|-` arguments: the last `texts` are text, one more before them is the checkpoint.
+
+    Click cannot declare an optional argument in front of a required one, so the count is checked here.
+    """
+    if not texts <= len(paths) <= texts + 1:
+        raise UsageError(usage)
+    given = len(paths) - texts
+    return (Path(paths[0]) if given else None), paths[given:]
+
+
+def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
+    """The best checkpoint of what was named; when nothing was, stderr says which run was picked."""
+    from charlm import checkpoint as ckpt_io
+
+    ck = ckpt_io.resolve(checkpoint, "best")
+    if checkpoint is None and not quiet:
+        err_console.print(f"using {ck.path}", soft_wrap=True)
+    return ck
+
+
+def load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[CharGRU, CharTokenizer, torch.device]:
+    """The model and tokenizer of the checkpoint `resolve` picks, on the device asked for."""
+    from charlm import checkpoint as ckpt_io
+    from charlm.training.trainer import pick_device
+
+    ck = resolve(checkpoint, quiet)
+    dev = pick_device(device)
+    model, tok = ckpt_io.load_model(ck, dev)
+    return model, tok, dev
