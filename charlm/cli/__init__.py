@@ -139,7 +139,7 @@ def train(
     from charlm.cli.output import train_summary
     from charlm.training import distributed
     from charlm.training import request as run
-    from charlm.ui.console import TrainDisplay, train_done
+    from charlm.ui.progress import TrainDisplay, train_done
 
     given = {k: v for k, v in locals().items() if v is not None and k in {*_M.to_dict(), *_T.to_dict()}}
     req = run.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given)
