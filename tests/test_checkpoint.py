@@ -171,6 +171,14 @@ def test_weights_that_do_not_fit_the_config(step: Path) -> None:
     assert "but the config needs" in msg
 
 
+def test_tensors_are_checked_against_the_checkpoint_already_read(step: Path) -> None:
+    ck = ckpt_io.resolve(step)
+    (step / "checkpoint.json").unlink()  # the digests come from ck.meta: checkpoint.json is not read again
+    assert set(ckpt_io.read_tensors(ck)) == set(ckpt_io.load_model(ck)[0].state_dict())
+    ck.meta["sha256"]["model.safetensors"] = "0" * 64
+    assert "its SHA-256 differs" in _error(ckpt_io.read_tensors, ck)
+
+
 def test_missing_meta(step: Path) -> None:
     (step / "checkpoint.json").unlink()
     assert _error(ckpt_io.read_meta, step) == f"{step / 'checkpoint.json'}: missing"

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from charlm import checkpoint as ckpt_io
+from charlm.checkpoint import format as ckpt_format
+from charlm.checkpoint import runs as ckpt_runs
 from charlm.errors import CheckpointError
 from charlm.training import request as run
 
@@ -186,7 +188,7 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint(corpus: Path, tmp_path
             f.write(data[: len(data) // 2])  # half a file, then the disk is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ckpt_io, "_write_file", full)
+    monkeypatch.setattr(ckpt_format, "_write_file", full)
     events = Events()
     with pytest.raises(CheckpointError) as e:
         run.train(request(corpus, out, resume=True, max_steps=8), events)
@@ -208,7 +210,7 @@ def test_disk_full_on_the_command_line_is_one_line(corpus: Path, tmp_path: Path,
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ckpt_io, "_write_file", full)
+    monkeypatch.setattr(ckpt_format, "_write_file", full)
     args = ["--hidden", "16", "--embed", "8", "--seq-len", "16", "--batch-size", "4", "--max-steps", "3", "-q"]
     monkeypatch.setattr("sys.argv", ["charlm", "train", str(corpus), "--out", str(tmp_path / "run"), *args])
     with pytest.raises(SystemExit) as e:
@@ -265,7 +267,7 @@ def test_prune_never_leaves_a_half_deleted_checkpoint(corpus: Path, tmp_path: Pa
         next(Path(path).iterdir()).unlink()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt_io.shutil, "rmtree", dies_halfway)
+    monkeypatch.setattr(ckpt_runs.shutil, "rmtree", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         ckpt_io.prune(out, keep=1)
     monkeypatch.undo()

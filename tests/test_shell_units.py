@@ -17,7 +17,7 @@ from charlm.inference.evaluate import score_ids, score_lines, split_lines  # noq
 from charlm.model import CharGRU  # noqa: E402
 from charlm.tokenizer import CharTokenizer  # noqa: E402
 from charlm.ui.charts import BLOCKS, curves, metric_series, resample, sparkline  # noqa: E402
-from charlm.ui.console import TrainDisplay, preview  # noqa: E402
+from charlm.ui.progress import TrainDisplay, preview  # noqa: E402
 
 TEXT = "the cat sat\non the mat\n\nand a dog ran off\nx\n"
 

@@ -64,7 +64,7 @@ def train(
     """
     from charlm.training import distributed
     from charlm.training import request as run
-    from charlm.ui.console import TrainDisplay, train_done
+    from charlm.ui.progress import TrainDisplay, train_done
 
     # Each setting under its ModelConfig/TrainConfig field name, never picked out of locals(): a renamed option
     # or field then fails (here, or in tests/test_cli_wiring.py) instead of being dropped without a word.

@@ -1,4 +1,5 @@
-"""Training curves as text: unicode sparklines for the terminal display and `charlm info`.
+"""Training curves: the train and validation series of a run, and unicode sparklines of them for the
+terminal display and `charlm info` (`charlm plot` draws the same series with matplotlib).
 
 A sparkline is a few lines of code; pulling in a plotting library for it would slow every `charlm` start.
 """
@@ -54,8 +55,14 @@ def curves(series: dict[str, Sequence[float]], width: int = 40) -> list[str]:
     return lines
 
 
+def metric_points(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[int | None, float]]]:
+    """(step, train bits/char) and (step, validation bits/char) per evaluation, from the records of metrics.jsonl."""
+    # .get: a record without its step still gives a value for the sparkline, which has no step axis
+    train = [(m.get("step"), m["train_loss"] / LN2) for m in metrics if m.get("train_loss") is not None]
+    val = [(m.get("step"), m["val_bpc"]) for m in metrics if m.get("val_bpc") is not None]
+    return {"train bpc": train, "val bpc": val}
+
+
 def metric_series(metrics: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Train and validation bits/char per evaluation, from the records of metrics.jsonl."""
-    train = [m["train_loss"] / LN2 for m in metrics if m.get("train_loss") is not None]
-    val = [m["val_bpc"] for m in metrics if m.get("val_bpc") is not None]
-    return {"train bpc": train, "val bpc": val}
+    return {name: [v for _, v in points] for name, points in metric_points(metrics).items()}

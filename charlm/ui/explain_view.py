@@ -19,7 +19,7 @@ from charlm.interpret.explain import Explanation, surprising_spans
 from charlm.interpret.units import UnitScore
 from charlm.tokenizer import describe_char
 
-MAX_BITS = 8.0  # surprisal shown at full colour
+MAX_BITS = 8.0  # surprisal shown at full colour, here and in the HTML page
 
 
 def out_console() -> Console:

@@ -20,8 +20,7 @@ import numpy as np
 
 from charlm.errors import CharlmError
 from charlm.interpret.explain import Explanation
-
-MAX_BITS = 8.0  # surprisal at which the colour is fully saturated
+from charlm.ui.explain_view import MAX_BITS
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;background:#fff;color:#111}

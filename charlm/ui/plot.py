@@ -8,8 +8,9 @@ from typing import Any, BinaryIO
 
 from charlm import checkpoint as ckpt_io
 from charlm.errors import CharlmError
-from charlm.ui.charts import LN2
+from charlm.ui.charts import metric_points
 
+LEGEND = {"train bpc": "train", "val bpc": "validation"}
 INSTALL_HINT = "charlm plot needs matplotlib: pip install 'charlm[plot]' (or pip install matplotlib)"
 
 
@@ -26,15 +27,14 @@ def _pyplot() -> Any:
 
 def plot_metrics(metrics: list[dict[str, Any]], out: Path | BinaryIO, title: str = "") -> None:
     """Train and validation bits/char against the step, from the records of a run's metrics.jsonl."""
-    train = [(m["step"], m["train_loss"] / LN2) for m in metrics if m.get("train_loss") is not None]
-    val = [(m["step"], m["val_bpc"]) for m in metrics if m.get("val_bpc") is not None]
-    if not (train or val):
+    series = metric_points(metrics)
+    if not any(series.values()):
         raise CharlmError(f"{title or 'this run'}: no metrics recorded yet (train until the first validation)")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for points, label in ((train, "train"), (val, "validation")):
+    for name, points in series.items():
         if points:
-            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=LEGEND[name])
     ax.set_xlabel("step")
     ax.set_ylabel("bits per character")
     ax.set_title(title)
