@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from charlm import checkpoint as ckpt_io
+from charlm.model import BLOCKS, CELL_NAMES
 from charlm.tokenizer import describe_char
 from charlm.ui.charts import curves, metric_series
 
 
 def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
     m, t, meta = ck.model_config, ck.train_config, ck.meta
-    h, e, v, n = m.hidden, m.embed, m.vocab_size, m.layers
-    # embedding + first layer (3 gates over input and state, two biases) + later layers + head
-    params = v * e + 3 * h * (e + h + 2) + (n - 1) * 3 * h * (2 * h + 2) + h * v + v
+    h, e, v, n, k = m.hidden, m.embed, m.vocab_size, m.layers, BLOCKS[m.cell]
+    # embedding + first layer (k blocks over input and state, two biases: GRU 3 = r, z, n; LSTM 4 = i, f, g, o;
+    # plain RNN 1) + later layers (their input is the layer below's state) + head
+    params = v * e + k * h * (e + h + 2) + (n - 1) * k * h * (2 * h + 2) + h * v + v
     run = ck.path.parent
     ckpts = ckpt_io.list_checkpoints(run)
     best = ckpt_io.best_of(ckpts)
@@ -41,8 +43,8 @@ def render(d: dict[str, Any]) -> str:
     best = f"{d['best_val_bpc']:.4f}" if d["best_val_bpc"] is not None else "-"
     lines = [
         f"checkpoint      {d['checkpoint']}",
-        f"model           GRU, {m['layers']} layer(s) x {m['hidden']} hidden, embedding {m['embed']}, "
-        f"dropout {m['dropout']}",
+        f"model           {CELL_NAMES[m['cell']]}, {m['layers']} layer(s) x {m['hidden']} hidden, "
+        f"embedding {m['embed']}, dropout {m['dropout']}",
         f"parameters      {m['parameters']:,}",
         f"vocabulary      {m['vocab_size']} characters: {vocab}",
         f"steps trained   {d['step']:,} ({(d['chars_seen'] or 0):,} characters, {d['elapsed_seconds'] or 0:.0f}s)",
