@@ -11,15 +11,17 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 PRECISIONS = ("auto", "fp32", "bf16")
+CELLS = ("gru", "lstm", "rnn")  # the recurrent cells a model can be built from (see charlm/model.py)
 
 
 @dataclass
 class ModelConfig:
     vocab_size: int
     embed: int = 64  # size of the learned vector for each character
-    hidden: int = 256  # GRU state size: the model's memory, and most of its cost (cost grows as hidden**2)
-    layers: int = 2  # stacked GRU layers; each layer reads the hidden states of the one below
-    dropout: float = 0.0  # between GRU layers and before the output head, during training only
+    hidden: int = 256  # state size of each layer: the model's memory, and most of its cost (grows as hidden**2)
+    layers: int = 2  # stacked recurrent layers; each layer reads the hidden states of the one below
+    dropout: float = 0.0  # between recurrent layers and before the output head, during training only
+    cell: str = "gru"  # gru, lstm or rnn (tanh); a checkpoint written before this field existed is a GRU
 
     def problems(self) -> list[str]:
         out = []
@@ -28,6 +30,8 @@ class ModelConfig:
                 out.append(f"--{name} must be at least 1 (got {getattr(self, name)})")
         if not 0.0 <= self.dropout < 1.0:
             out.append(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if self.cell not in CELLS:
+            out.append(f"--cell must be {', '.join(CELLS[:-1])} or {CELLS[-1]} (got {self.cell!r})")
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,14 +13,14 @@ import torch
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import CheckpointError, CheckpointNotFoundError
-from charlm.model import CharGRU
+from charlm.model import CharLM
 from charlm.tokenizer import CharTokenizer
 
 
-def _save(run: Path, step: int, val_bpc: float | None = None, seed: int = 0) -> tuple[Path, CharGRU]:
+def _save(run: Path, step: int, val_bpc: float | None = None, seed: int = 0, cell: str = "gru") -> tuple[Path, CharLM]:
     torch.manual_seed(seed)
     tok = CharTokenizer.from_text("abc xyz\n漢😀")
-    model = CharGRU(ModelConfig(vocab_size=tok.vocab_size, embed=4, hidden=8, layers=2))
+    model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=4, hidden=8, layers=2, cell=cell))
     meta = {
         "model": model.config.to_dict(),
         "train": TrainConfig().to_dict(),
@@ -28,7 +28,7 @@ def _save(run: Path, step: int, val_bpc: float | None = None, seed: int = 0) -> 
         "step": step,
         "metrics": {} if val_bpc is None else {"val_bpc": val_bpc},
     }
-    path = ckpt_io.save(run, meta, model.state_dict(), {"hidden": torch.zeros(2, 1, 8)})
+    path = ckpt_io.save(run, meta, model.state_dict(), {"hidden": model.init_hidden(1)})
     return path, model
 
 
@@ -53,6 +53,26 @@ def test_save_then_load_gives_the_same_logits(tmp_path: Path) -> None:
         assert torch.equal(loaded(idx)[0], model(idx)[0])
     meta = json.loads((path / "checkpoint.json").read_text())
     assert meta["format"] == "charlm-checkpoint" and meta["version"] == ckpt_io.VERSION
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_each_cell_saves_and_loads(tmp_path: Path, cell: str) -> None:
+    path, model = _save(tmp_path / "run", 5, cell=cell)
+    loaded, tok = ckpt_io.load_model(ckpt_io.resolve(path))
+    assert loaded.config.cell == cell and json.loads((path / "checkpoint.json").read_text())["model"]["cell"] == cell
+    idx = torch.tensor([tok.encode("abc 漢😀 xyz\n").tolist()])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(idx)[0], model(idx)[0])
+
+
+def test_a_checkpoint_from_before_cells_is_a_gru(tmp_path: Path) -> None:
+    path, model = _save(tmp_path / "run", 5)
+    meta = json.loads((path / "checkpoint.json").read_text())
+    del meta["model"]["cell"]
+    (path / "checkpoint.json").write_text(json.dumps(meta))
+    loaded, _ = ckpt_io.load_model(ckpt_io.resolve(path))
+    assert loaded.config.cell == "gru" and torch.equal(loaded.gru.weight_hh_l1, model.gru.weight_hh_l1)
 
 
 def test_trained_run_reloads_exactly(tiny_run: Path, tiny_model) -> None:
@@ -177,6 +197,26 @@ def test_tensors_are_checked_against_the_checkpoint_already_read(step: Path) -> 
     assert set(ckpt_io.read_tensors(ck)) == set(ckpt_io.load_model(ck)[0].state_dict())
     ck.meta["sha256"]["model.safetensors"] = "0" * 64
     assert "its SHA-256 differs" in _error(ckpt_io.read_tensors, ck)
+
+
+def test_an_unknown_cell_in_the_description(step: Path) -> None:
+    meta = json.loads((step / "checkpoint.json").read_text())
+    meta["model"]["cell"] = "gru2"
+    (step / "checkpoint.json").write_text(json.dumps(meta))
+    msg = _error(ckpt_io.resolve, step)
+    assert msg == f"{step / 'checkpoint.json'}: a field has a wrong value (cell must be gru, lstm or rnn (got 'gru2'))"
+
+
+@pytest.mark.parametrize(("saved", "claimed"), [("lstm", "gru"), ("gru", "lstm"), ("rnn", "gru"), ("gru", "rnn")])
+def test_weights_of_another_cell_are_refused(tmp_path: Path, saved: str, claimed: str) -> None:
+    """A checkpoint relabelled as another cell names the weights the claimed cell needs, in one line."""
+    step, _ = _save(tmp_path / "run", 7, cell=saved)
+    meta = json.loads((step / "checkpoint.json").read_text())
+    meta["model"]["cell"] = claimed
+    (step / "checkpoint.json").write_text(json.dumps(meta))
+    msg = _error(ckpt_io.load_model, ckpt_io.resolve(step))
+    assert msg.startswith(f"{step / 'model.safetensors'}: does not fit the model in checkpoint.json: missing")
+    assert f"{claimed}.weight_ih_l0" in msg
 
 
 def test_missing_meta(step: Path) -> None:

@@ -1,8 +1,10 @@
-"""explain: the gate values shown are the model's own, surprisal agrees with evaluate, the HTML page holds the data."""
+"""explain: the gate values shown are the model's own, for each cell; surprisal agrees with evaluate; the HTML
+page holds the data."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 from charlm import checkpoint as ckpt_io
@@ -22,7 +25,7 @@ from charlm.cli import app
 from charlm.config import ModelConfig, TrainConfig
 from charlm.inference.evaluate import score_ids
 from charlm.interpret.explain import (
-    LayerGates,
+    LayerTrace,
     explain,
     records,
     saturation,
@@ -30,48 +33,55 @@ from charlm.interpret.explain import (
     surprising_spans,
     trace_gates,
 )
-from charlm.model import CharGRU
+from charlm.model import CharLM
 from charlm.tokenizer import CharTokenizer
-from charlm.ui.html import render
+from charlm.ui.explain_view import gates_table
+from charlm.ui.html import page_data, render
 
 TEXT = 'She said "to be (or not) to be", and then\nhe said "that is the question".\n' * 3
 
 
-def tiny_model(vocab: int, layers: int = 2, hidden: int = 16, seed: int = 0) -> CharGRU:
+def tiny_model(vocab: int, layers: int = 2, hidden: int = 16, seed: int = 0, cell: str = "gru") -> CharLM:
     torch.manual_seed(seed)
-    return CharGRU(ModelConfig(vocab_size=vocab, embed=8, hidden=hidden, layers=layers)).eval()
+    return CharLM(ModelConfig(vocab_size=vocab, embed=8, hidden=hidden, layers=layers, cell=cell)).eval()
 
 
 @pytest.fixture(scope="module")
-def setup() -> tuple[CharGRU, CharTokenizer, np.ndarray]:
+def setup() -> tuple[CharLM, CharTokenizer, np.ndarray]:
     tok = CharTokenizer.from_text(TEXT)
     return tiny_model(tok.vocab_size), tok, tok.encode(TEXT)
 
 
-def test_reference_trace_equals_nn_gru_float64(setup) -> None:
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_reference_trace_equals_the_module_float64(setup, cell: str) -> None:
     _, tok, ids = setup
-    model = tiny_model(tok.vocab_size, layers=2).double()
+    model = tiny_model(tok.vocab_size, layers=2, cell=cell).double()
     layers = trace_gates(model, ids)
     with torch.no_grad():
-        out, h_n = model.gru(model.embed(torch.as_tensor(ids)[None]))
+        out, state = model.recurrent(model.embed(torch.as_tensor(ids)[None]))
+    h_n, c_n = state if cell == "lstm" else (state, None)
     # Every step of the top layer (which reads every step of the layer below) and each layer's last state.
     assert np.abs(layers[-1].h - out[0].numpy()).max() < 1e-10
     for i, g in enumerate(layers):
-        assert np.abs(g.h[-1] - h_n[i, 0].numpy()).max() < 1e-10
+        assert g.h.shape == (len(ids), 16) and np.abs(g.h[-1] - h_n[i, 0].numpy()).max() < 1e-10
+        if c_n is not None:  # the cell state the trace shows is the one nn.LSTM carries
+            assert np.abs(g.c[-1] - c_n[i, 0].numpy()).max() < 1e-10
     # The trace really ran on these weights: perturbing one weight changes it.
     with torch.no_grad():
-        model.gru.weight_hh_l1[0, 0] += 0.5
+        model.recurrent.weight_hh_l1[0, 0] += 0.5
     assert np.abs(trace_gates(model, ids)[-1].h - layers[-1].h).max() > 1e-6
 
 
 def test_trace_of_a_float32_model_matches_its_own_forward(setup) -> None:
     model, _, ids = setup
     layers = trace_gates(model, ids)
-    assert layers[0].z.dtype == np.float64 and len(layers) == 2 and layers[0].h.shape == (len(ids), 16)
+    assert layers[0].gates["z"].dtype == np.float64 and len(layers) == 2 and layers[0].h.shape == (len(ids), 16)
     with torch.no_grad():
         out, _ = model.gru(model.embed(torch.as_tensor(ids)[None]))
     assert np.abs(layers[-1].h - out[0].double().numpy()).max() < 1e-5
-    assert ((layers[0].z > 0) & (layers[0].z < 1) & (layers[1].r > 0) & (layers[1].r < 1)).all()
+    z0, r1 = layers[0].gates["z"], layers[1].gates["r"]
+    assert ((z0 > 0) & (z0 < 1) & (r1 > 0) & (r1 < 1)).all()
+    assert list(layers[0].gates) == ["z", "r"] and layers[0].c is None and layers[0].g is None
 
 
 def test_surprisal_sums_to_evaluate_total(setup) -> None:
@@ -94,7 +104,7 @@ def test_saturation_fractions_on_constructed_gates() -> None:
     s = saturation(gate)
     np.testing.assert_allclose(s.left, [0.5, 0.0, 0.0])  # 0.1 itself is not below 0.1
     np.testing.assert_allclose(s.right, [0.25, 0.5, 0.75])
-    rows = saturation_summary([LayerGates(z=gate, r=1 - gate, h=gate)])
+    rows = saturation_summary([LayerTrace(h=gate, gates={"z": gate, "r": 1 - gate})])
     z, r = rows
     assert (z["gate"], r["gate"]) == ("z", "r")
     assert z["left"] == pytest.approx(0.5 / 3) and z["right"] == pytest.approx(1.5 / 3)
@@ -118,7 +128,8 @@ def test_records_hold_gates_per_layer(setup) -> None:
     recs = records(ex, with_gates=True)
     assert recs[0]["bits"] is None and recs[0]["top"] == []
     assert recs[5]["char"] == TEXT[5] and len(recs[5]["top"]) == 2 and len(recs[5]["layers"]) == 2
-    assert recs[5]["layers"][1]["z"] == pytest.approx(ex.layers[1].z[5], abs=1e-4)
+    assert recs[5]["layers"][1]["z"] == pytest.approx(ex.layers[1].gates["z"][5], abs=1e-4)
+    assert list(recs[5]["layers"][0]) == ["z", "r", "h"]
     assert "layers" not in records(ex)[5]
 
 
@@ -151,7 +162,7 @@ def test_html_parses_and_holds_the_data(setup) -> None:
     assert data["bits"][0] is None and data["bits"][9] == pytest.approx(ex.bits[9], abs=1e-4)
     assert data["top"][9][0][0] == ex.top_chars[9][0]
     z1 = np.frombuffer(base64.b64decode(data["layers"][1]["z"]), dtype=np.uint8).reshape(len(ids), 16) / 255
-    assert np.abs(z1 - ex.layers[1].z).max() <= 0.5 / 255 + 1e-12
+    assert np.abs(z1 - ex.layers[1].gates["z"]).max() <= 0.5 / 255 + 1e-12
     h0 = np.frombuffer(base64.b64decode(data["layers"][0]["h"]), dtype=np.uint8).reshape(len(ids), 16) / 127.5 - 1
     assert np.abs(h0 - ex.layers[0].h).max() <= 1 / 255 + 1e-12
 
@@ -159,8 +170,8 @@ def test_html_parses_and_holds_the_data(setup) -> None:
 _DOM_STUB = """
 const els = {};
 function el(id) {
-  return els[id] || (els[id] = {id, style: {}, value: {view: 'h', layer: '1', unit: '5'}[id] || '', textContent: '',
-    offsetWidth: 100, offsetHeight: 50, on: {}, addEventListener(k, f) { this.on[k] = f; }});
+  return els[id] || (els[id] = {id, style: {}, value: {view: '__VIEW__', layer: '1', unit: '5'}[id] || '',
+    textContent: '', offsetWidth: 100, offsetHeight: 50, on: {}, addEventListener(k, f) { this.on[k] = f; }});
 }
 el('charlm-data').textContent = __DATA__;
 const SP = Array.from({length: __N__}, (_, i) => ({dataset: {i: String(i)}, style: {}}));
@@ -177,20 +188,25 @@ console.log(JSON.stringify({unitView, tip: tipText, bitsView: SP.map(s => s.styl
 """
 
 
+def _run_page_script(page: str, n: int, view: str, tmp_path: Path) -> dict:
+    """Run the page's own script under node, with `view` chosen, against a minimal stand-in for its elements."""
+    p = _Page()
+    p.feed(page)
+    script = page.rsplit("<script>", 1)[1].split("</script>")[0]
+    stub = _DOM_STUB.replace("__DATA__", json.dumps(p.data)).replace("__N__", str(n)).replace("__VIEW__", view)
+    (tmp_path / "t.js").write_text(stub + script + _DOM_CHECK, encoding="utf-8")
+    res = subprocess.run(["node", str(tmp_path / "t.js")], capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_html_script_colours_and_shows_gate_values(setup, tmp_path) -> None:
     """Run the page's own script under node against a minimal stand-in for the page's elements."""
     model, tok, ids = setup
     ex = explain(model, tok, ids, top_k=3)
     page = render(ex, unit=(1, 5))
-    p = _Page()
-    p.feed(page)
-    script = page.rsplit("<script>", 1)[1].split("</script>")[0]
-    stub = _DOM_STUB.replace("__DATA__", json.dumps(p.data)).replace("__N__", str(len(ids)))
-    (tmp_path / "t.js").write_text(stub + script + _DOM_CHECK, encoding="utf-8")
-    res = subprocess.run(["node", str(tmp_path / "t.js")], capture_output=True, text=True, timeout=60, check=False)
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    out = _run_page_script(page, len(ids), "h", tmp_path)
     h = ex.layers[1].h[:, 5]
     assert all(("220,50,40" if v >= 0 else "40,90,220") in c for v, c in zip(h, out["unitView"], strict=True))
     tip = out["tip"]
@@ -291,3 +307,113 @@ def test_cli_explain_unit_and_usage_errors(run, tmp_path) -> None:
         assert "Traceback" not in res.output
     res = invoke("explain", "-q")
     assert res.exit_code == 2 and "give [CHECKPOINT] FILE" in res.stderr
+
+
+# ---------------------------------------------------------------- the LSTM and the plain RNN
+
+OTHER_CELLS = ["lstm", "rnn"]
+
+
+@pytest.fixture(scope="module", params=OTHER_CELLS)
+def other(request) -> tuple[CharLM, CharTokenizer, np.ndarray]:
+    tok = CharTokenizer.from_text(TEXT)
+    return tiny_model(tok.vocab_size, cell=request.param), tok, tok.encode(TEXT)
+
+
+def test_each_cell_shows_its_own_gates(other) -> None:
+    model, tok, ids = other
+    t = trace_gates(model, ids)[1]
+    if model.config.cell == "rnn":
+        assert t.gates == {} and t.c is None and t.g is None and list(t.values()) == ["h"]
+        return
+    assert list(t.gates) == ["i", "f", "o"] and list(t.values()) == ["i", "f", "o", "g", "h", "c"]
+    assert all(((v > 0) & (v < 1)).all() for v in t.gates.values())
+    assert (np.abs(t.g) < 1).all() and np.abs(t.gates["o"] * np.tanh(t.c) - t.h).max() < 1e-12
+    # each gate in its role: the cell state (which matches nn.LSTM's) is f * c + i * g, from a zero c
+    c_before = np.vstack([np.zeros((1, 16)), t.c[:-1]])
+    assert np.abs(t.gates["f"] * c_before + t.gates["i"] * t.g - t.c).max() < 1e-12
+
+
+def _table_text(table) -> str:
+    con = Console(file=io.StringIO(), width=200)
+    con.print(table)
+    return con.file.getvalue()
+
+
+def test_saturation_rows_and_table_follow_the_cell(other) -> None:
+    model, tok, ids = other
+    layers = trace_gates(model, ids)
+    rows = saturation_summary(layers)
+    text = _table_text(gates_table(rows))
+    if model.config.cell == "rnn":
+        assert rows == [] and "no gates: a plain RNN has none" in text
+        return
+    assert [(r["layer"], r["gate"], r["kind"]) for r in rows[:4]] == [
+        (0, "i", "gate"),
+        (0, "f", "gate"),
+        (0, "o", "gate"),
+        (0, "g", "candidate"),
+    ]
+    assert len(rows) == 8 and "g, the cell candidate, is not a gate" in text
+    g = layers[1].g
+    assert rows[7]["left"] == pytest.approx((g < -0.8).mean()) and rows[7]["right"] == pytest.approx((g > 0.8).mean())
+    # the candidate sits below the gates, in a section of its own
+    lines = text.splitlines()
+    gate_of = [(i, re.match(r"│\s+\d+ │\s+(\w) │", x)) for i, x in enumerate(lines)]
+    at = {m.group(1): i for i, m in gate_of if m}  # the last line of each gate
+    assert at["o"] < at["g"] - 1 and "┼" in lines[at["g"] - 2]
+
+
+def test_records_and_page_hold_each_cells_values(other) -> None:
+    model, tok, ids = other
+    ex = explain(model, tok, ids, top_k=2)
+    assert ex.cell == model.config.cell
+    names = ["i", "f", "o", "g", "h", "c"] if ex.cell == "lstm" else ["h"]
+    assert list(records(ex, with_gates=True)[5]["layers"][1]) == names
+    data = page_data(ex, "t")
+    fields = {f["name"]: f for f in data["fields"]}
+    assert list(fields) == (["h", "c", "i", "f", "o", "g"] if ex.cell == "lstm" else ["h"])
+    assert set(data["layers"][1]) == set(names)
+    page = render(ex)
+    for f in fields.values():
+        assert f'<option value="{f["name"]}">{f["label"]}</option>' in page
+        codes = np.frombuffer(base64.b64decode(data["layers"][1][f["name"]]), dtype=np.uint8)
+        decoded = f["lo"] + codes.reshape(len(ids), 16) / 255 * (f["hi"] - f["lo"])
+        want = ex.layers[1].values()[f["name"]]
+        assert np.abs(decoded - want).max() <= (f["hi"] - f["lo"]) / 510 + 1e-12, f["name"]
+    if ex.cell == "lstm":
+        assert fields["c"]["hi"] == -fields["c"]["lo"] == max(np.abs(t.c).max() for t in ex.layers)
+        assert "cell candidate g (not a gate)" in page
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_html_script_for_each_cell(other, tmp_path) -> None:
+    model, tok, ids = other
+    ex = explain(model, tok, ids, top_k=3)
+    view = "c" if ex.cell == "lstm" else "h"
+    out = _run_page_script(render(ex, unit=(1, 5)), len(ids), view, tmp_path)
+    v = ex.layers[1].values()[view][:, 5]
+    assert all(("220,50,40" if x >= 0 else "40,90,220") in c for x, c in zip(v, out["unitView"], strict=True))
+    shown = [float(x) for x in re.findall(r"unit 5: h (-?[0-9.]+)", out["tip"])]
+    assert shown == pytest.approx([t.h[3, 5] for t in ex.layers], abs=0.006)
+    if ex.cell == "lstm":
+        mean_f = float(re.search(r"layer 1: mean i [0-9.]+  mean f ([0-9.]+)  mean o", out["tip"]).group(1))
+        assert mean_f == pytest.approx(ex.layers[1].gates["f"][3].mean(), abs=0.003)
+        c = [float(x) for x in re.findall(r"unit 5: h -?[0-9.]+  c (-?[0-9.]+)", out["tip"])]
+        assert c == pytest.approx([t.c[3, 5] for t in ex.layers], abs=0.01)
+    else:
+        assert "mean" not in out["tip"] and "layer 1: unit 5: h " in out["tip"]
+
+
+def test_cli_explain_gates_of_each_cell(other, tmp_path) -> None:
+    model, tok, _ = other
+    meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
+    ckpt_io.save(tmp_path / "run", meta, model.state_dict(), {})
+    res = invoke("explain", str(tmp_path / "run"), "--text", 'she "is"', "--json", "--gates", "-q")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    lstm = model.config.cell == "lstm"
+    assert len(doc["saturation"]) == (8 if lstm else 0)
+    assert list(doc["records"][3]["layers"][0]) == (["i", "f", "o", "g", "h", "c"] if lstm else ["h"])
+    res = invoke("explain", str(tmp_path / "run"), "--text", 'she "is"', "--gates", "--unit", "3", "-q")
+    assert res.exit_code == 0 and ("not a gate" if lstm else "no gates") in res.stdout, res.output

@@ -1,14 +1,17 @@
-"""CharGRU's shapes and state, and the GRU itself: hand-written equations reproduce torch.nn.GRU exactly.
+"""CharLM's shapes and state for each cell, and the cells themselves: hand-written equations reproduce
+torch.nn.GRU, torch.nn.LSTM and torch.nn.RNN exactly.
 
 The GRU equations (PyTorch's definition), for input x and previous state h:
     r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)          reset gate
     z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)          update gate
     n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))       candidate state
     h' = (1 - z) * n + z * h
+The LSTM's (i, f, g, o in PyTorch's order) and the plain RNN's are in charlm/model.py.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -16,15 +19,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm.config import ModelConfig
-from charlm.model import CharGRU, gru_layer_reference, lm_loss
+from charlm import checkpoint as ckpt_io
+from charlm.config import ModelConfig, TrainConfig
+from charlm.model import (
+    CharGRU,
+    CharLM,
+    count_params,
+    gru_layer_reference,
+    lm_loss,
+    lstm_layer_reference,
+    rnn_layer_reference,
+)
+from charlm.tokenizer import CharTokenizer
+from charlm.ui import info
 
 TOL = 1e-10
+CELLS = ["gru", "lstm", "rnn"]
 
 
-def _model(layers: int = 2, dtype: torch.dtype = torch.float32, seed: int = 0) -> CharGRU:
+def _model(layers: int = 2, dtype: torch.dtype = torch.float32, seed: int = 0, cell: str = "gru") -> CharLM:
     torch.manual_seed(seed)
-    m = CharGRU(ModelConfig(vocab_size=13, embed=6, hidden=16, layers=layers))
+    m = CharLM(ModelConfig(vocab_size=13, embed=6, hidden=16, layers=layers, cell=cell))
     return m.to(dtype).eval()
 
 
@@ -42,17 +57,60 @@ def test_shapes() -> None:
     assert isinstance(m.gru, nn.GRU) and m.gru.num_layers == 3 and m.gru.batch_first
 
 
-def test_no_hidden_means_a_zero_state() -> None:
-    m = _model()
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers,hidden,embed", [(1, 7, 3), (3, 16, 6)])
+def test_count_params_without_building_the_model(cell: str, layers: int, hidden: int, embed: int) -> None:
+    cfg = ModelConfig(vocab_size=11, embed=embed, hidden=hidden, layers=layers, cell=cell)
+    assert count_params(cfg) == CharLM(cfg).num_params()
+
+
+@pytest.mark.parametrize("cell,module,rows", [("gru", nn.GRU, 3), ("lstm", nn.LSTM, 6), ("rnn", nn.RNN, 3)])
+def test_each_cell_builds_its_module_and_carries_one_state_tensor(cell: str, module: type, rows: int) -> None:
+    m = _model(layers=3, cell=cell)
+    assert CharGRU is CharLM and type(m.recurrent) is module and m.recurrent.batch_first
+    assert m.state_layers == rows and m.init_hidden(5).shape == (rows, 5, 16) and not m.init_hidden(5).any()
+    logits, state = m(torch.randint(0, 13, (4, 9)))
+    assert logits.shape == (4, 9, 13) and state.shape == (rows, 4, 16)
+    # the weights' names say which cell they belong to (GRU's stay where older checkpoints have them)
+    assert {k.split(".")[0] for k in m.state_dict()} == {"embed", cell, "head"}
+    assert f"{cell}.weight_hh_l2" in m.state_dict()
+    if cell == "rnn":
+        assert m.rnn.nonlinearity == "tanh"
+
+
+def test_lstm_state_is_h_of_every_layer_then_c() -> None:
+    m = _model(dtype=torch.float64, cell="lstm")
+    idx = torch.randint(0, 13, (3, 7))
+    torch.manual_seed(3)
+    h0, c0 = torch.randn(2, 2, 3, 16, dtype=torch.float64)
+    with torch.no_grad():
+        _, state = m(idx, torch.cat([h0, c0]))
+        out, (h_n, c_n) = m.lstm(m.embed(idx), (h0, c0))
+    assert torch.equal(state[:2], h_n) and torch.equal(state[2:], c_n)
+
+
+def test_a_bad_cell_is_refused() -> None:
+    cfg = ModelConfig(vocab_size=13, cell="gru2")
+    assert cfg.problems() == ["--cell must be gru, lstm or rnn (got 'gru2')"]
+    with pytest.raises(ValueError, match="--cell must be gru, lstm or rnn"):
+        CharLM(cfg)
+    assert ModelConfig.from_dict({"vocab_size": 13, "hidden": 8}).cell == "gru"  # written before cells existed
+    assert all(not ModelConfig(vocab_size=13, cell=c).problems() for c in CELLS)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_no_hidden_means_a_zero_state(cell: str) -> None:
+    m = _model(cell=cell)
     idx = torch.randint(0, 13, (2, 7))
     a, ha = m(idx)
     b, hb = m(idx, m.init_hidden(2))
     assert torch.equal(a, b) and torch.equal(ha, hb)
 
 
-def test_hidden_state_carries_across_calls() -> None:
+@pytest.mark.parametrize("cell", CELLS)
+def test_hidden_state_carries_across_calls(cell: str) -> None:
     """Reading a sequence in two halves, handing the state over, is the same as reading it in one pass."""
-    m = _model(dtype=torch.float64)
+    m = _model(dtype=torch.float64, cell=cell)
     idx = torch.randint(0, 13, (3, 20))
     whole, h_whole = m(idx)
     first, h = m(idx[:, :8])
@@ -64,17 +122,18 @@ def test_hidden_state_carries_across_calls() -> None:
     assert (cold - whole[:, 8:]).abs().max() > 1e-3
 
 
-def test_dropout_only_in_training() -> None:
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_only_in_training(cell: str) -> None:
     torch.manual_seed(0)
-    m = CharGRU(ModelConfig(vocab_size=13, embed=6, hidden=16, layers=2, dropout=0.5))
-    assert m.gru.dropout == 0.5
+    m = CharLM(ModelConfig(vocab_size=13, embed=6, hidden=16, layers=2, dropout=0.5, cell=cell))
+    assert m.recurrent.dropout == 0.5
     idx = torch.randint(0, 13, (2, 10))
     m.eval()
     assert torch.equal(m(idx)[0], m(idx)[0])
     m.train()
     assert not torch.equal(m(idx)[0], m(idx)[0])
-    single = CharGRU(ModelConfig(vocab_size=13, layers=1, dropout=0.5))
-    assert single.gru.dropout == 0.0  # no layer above to drop into (and no warning from torch)
+    single = CharLM(ModelConfig(vocab_size=13, layers=1, dropout=0.5, cell=cell))
+    assert single.recurrent.dropout == 0.0  # no layer above to drop into (and no warning from torch)
 
 
 def test_lm_loss_is_mean_nats_per_character() -> None:
@@ -190,3 +249,96 @@ def test_char_gru_is_embedding_then_gru_then_head() -> None:
         by_hand = out.transpose(0, 1) @ m.head.weight.T + m.head.bias
     assert (logits - by_hand).abs().max().item() < TOL
     assert (h_n - finals).abs().max().item() < TOL
+
+
+# ---------------------------------------------------------------- the LSTM and the plain RNN from their equations
+
+
+def _random(module: type, **kw) -> nn.RNNBase:
+    torch.manual_seed(1)
+    m = module(input_size=5, hidden_size=7, num_layers=2, **kw).double()
+    with torch.no_grad():  # larger weights than the default init, so that every term matters
+        for p in m.parameters():
+            p.uniform_(-1.0, 1.0)
+    return m
+
+
+def _by_reference(cell: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, module: nn.RNNBase):
+    """Every layer of `module` from its reference: (top-layer outputs, final h per layer, final c per layer)."""
+    inp, hs, cs = x, [], []
+    for layer in range(module.num_layers):
+        if cell == "lstm":
+            t = lstm_layer_reference(inp, h0[layer], c0[layer], module, layer)
+            cs.append(t.c[-1])
+        else:
+            t = rnn_layer_reference(inp, h0[layer], module, layer)
+        hs.append(t.h[-1])
+        inp = t.h
+    return inp, torch.stack(hs), torch.stack(cs) if cs else None
+
+
+def test_lstm_reference_reproduces_nn_lstm(inputs) -> None:
+    x, h0 = inputs
+    c0 = torch.randn_like(h0)
+    lstm = _random(nn.LSTM)
+    with torch.no_grad():
+        expected, (h_n, c_n) = lstm(x, (h0, c0))
+        out, hs, cs = _by_reference("lstm", x, h0, c0, lstm)
+        t = lstm_layer_reference(x, h0[0], c0[0], lstm)
+    assert out.dtype == torch.float64 and (out - expected).abs().max().item() < TOL
+    assert (hs - h_n).abs().max().item() < TOL and (cs - c_n).abs().max().item() < TOL
+    assert all(getattr(t, n).shape == (12, 3, 7) for n in "hcifgo")
+    assert ((t.i > 0) & (t.i < 1) & (t.f > 0) & (t.o < 1)).all() and (t.g.abs() < 1).all()
+    assert (t.c.abs() > 1).any()  # the cell state is not squashed: it can leave (-1, 1), unlike h
+    assert ((t.o * torch.tanh(t.c) - t.h).abs() < TOL).all()
+
+
+def test_rnn_reference_reproduces_nn_rnn(inputs) -> None:
+    x, h0 = inputs
+    rnn = _random(nn.RNN, nonlinearity="tanh")
+    with torch.no_grad():
+        expected, h_n = rnn(x, h0)
+        out, hs, _ = _by_reference("rnn", x, h0, None, rnn)
+    assert (out - expected).abs().max().item() < TOL and (hs - h_n).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_references_tell_a_wrong_weight_layout_apart(inputs, cell: str) -> None:
+    """Negative control: the same reference on weights whose blocks are misread does not match the module."""
+    x, h0 = inputs
+    module = _random(nn.LSTM) if cell == "lstm" else _random(nn.RNN, nonlinearity="tanh")
+    wrong = copy.deepcopy(module)
+    with torch.no_grad():
+        expected, _ = module(x, (h0, h0) if cell == "lstm" else h0)
+        w = wrong.weight_hh_l1
+        # LSTM: forget and input blocks swapped; RNN: W_hh read transposed
+        w.copy_(torch.cat([w[7:14], w[:7], w[14:]]) if cell == "lstm" else w.T.clone())
+        out, _, _ = _by_reference(cell, x, h0, h0, wrong)
+    assert (out - expected).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_char_lm_is_embedding_then_cell_then_head(cell: str) -> None:
+    """The whole model rebuilt from the cell's reference, from a nonzero state, gives the same logits and state."""
+    m = _model(dtype=torch.float64, cell=cell)
+    idx = torch.randint(0, 13, (3, 10))
+    state = torch.randn(m.state_layers, 3, 16, dtype=torch.float64)
+    h0, c0 = state.chunk(2) if cell == "lstm" else (state, None)
+    with torch.no_grad():
+        logits, new = m(idx, state)
+        emb = F.embedding(idx, m.embed.weight).transpose(0, 1)  # (T, B, embed)
+        out, hs, cs = _by_reference(cell, emb, h0, c0, m.recurrent)
+        by_hand = out.transpose(0, 1) @ m.head.weight.T + m.head.bias
+    assert (logits - by_hand).abs().max().item() < TOL
+    assert (new - (torch.cat([hs, cs]) if cell == "lstm" else hs)).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("cell,name", [("gru", "GRU"), ("lstm", "LSTM"), ("rnn", "plain RNN (tanh)")])
+def test_info_names_the_cell_and_counts_its_parameters(tmp_path, cell: str, name: str) -> None:
+    """`charlm info` works its parameter count out by hand from the config; it must agree with the real model."""
+    tok = CharTokenizer.from_text("abcdefg")
+    model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=5, hidden=9, layers=3, cell=cell))
+    meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
+    d = info.describe(ckpt_io.resolve(ckpt_io.save(tmp_path / "run", meta, model.state_dict(), {})))
+    assert d["model"]["parameters"] == model.num_params() and d["model"]["cell"] == cell
+    assert f"model           {name}, 3 layer(s) x 9 hidden, embedding 5" in info.render(d)

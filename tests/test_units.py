@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 from charlm import checkpoint as ckpt_io
@@ -23,11 +26,12 @@ from charlm.interpret.units import (
     rank_units,
     regex_feature,
     threshold_score,
+    unit_states,
     word_start,
 )
-from charlm.model import CharGRU
+from charlm.model import CharGRU, CharLM
 from charlm.tokenizer import CharTokenizer
-from charlm.ui.explain_view import by_unit
+from charlm.ui.explain_view import by_unit, units_table
 
 TEXT = 'He said "go away" and (then, [maybe]) left.\nShe said "no" to him.\nAnd "so" it ended (or not).\n' * 4
 
@@ -150,3 +154,82 @@ def test_unit_colouring_follows_the_sign_of_h() -> None:
     assert r > b  # inside the quotes h ~ +1: red
     r, g, b = styles[5]
     assert b > r  # after them h ~ -0.96: blue
+
+
+# ---------------------------------------------------------------- the LSTM and the plain RNN
+
+
+def quote_lstm(tok: CharTokenizer, hidden: int = 6) -> CharLM:
+    """An LSTM whose unit 2 flips its cell state c at every double quote and holds it otherwise.
+
+    Input gate i ~ 0 and forget gate f ~ 1 (keep c) except on '"', where i ~ 1 and f ~ 0 (replace c by g).
+    Candidate g = tanh(2 - 6 h): ~ +0.96 from h ~ 0, ~ -0.99 from h ~ +0.75, ~ +1 from h ~ -0.76.
+    Output gate o ~ 1, so h = tanh(c) follows c.
+    """
+    torch.manual_seed(0)
+    v = tok.vocab_size
+    model = CharLM(ModelConfig(vocab_size=v, embed=v, hidden=hidden, layers=1, cell="lstm")).eval()
+    q, u = tok.id_of('"'), 2
+    i, f, g, o = (k * hidden + u for k in range(4))  # the unit's rows in PyTorch's blocks [i; f; g; o]
+    with torch.no_grad():
+        model.embed.weight.copy_(torch.eye(v))
+        w_ih, w_hh, b_ih, b_hh = (
+            getattr(model.lstm, f"{n}_l0") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
+        for w in (w_ih, w_hh, b_ih, b_hh):
+            w[[i, f, g, o]] = 0.0
+        b_ih[i], w_ih[i, q] = -15.0, 30.0
+        b_ih[f], w_ih[f, q] = 15.0, -30.0
+        b_ih[g], w_hh[g, u] = 2.0, -6.0
+        b_ih[o] = 20.0
+    return model
+
+
+def test_units_ranks_an_lstms_h_and_c_apart() -> None:
+    tok = CharTokenizer.from_text(TEXT)
+    layers = trace_gates(quote_lstm(tok), tok.encode(TEXT))
+    states = unit_states(layers)
+    assert list(states) == ["h", "c"] and states["c"][0].shape == (len(TEXT), 6)
+    quotes = find_units(TEXT, states, top=3)["inside_quotes"]
+    assert [s.state for s in quotes] == ["h", "h", "h", "c", "c", "c"]
+    for best in (quotes[0], quotes[3]):
+        assert (best.layer, best.unit) == (0, 2) and best.corr > 0.95 and best.balanced_accuracy == 1.0
+    assert quotes[3].to_dict()["state"] == "c"
+    assert abs(layers[0].c[:, 2]).max() > 0.95 and abs(layers[0].h[:, 2]).max() < 0.8  # h = tanh(c) is squashed
+    con = Console(file=io.StringIO(), width=200)
+    con.print(units_table(find_units(TEXT, states, top=2)))
+    table = con.file.getvalue()
+    assert "h, and the cell state c" in table and "state" in table
+    assert re.search(r"inside_quotes\s+│\s+0 │\s+2 │\s+h │", table) and re.search(r"│\s+0 │\s+2 │\s+c │", table)
+
+
+def test_units_of_a_plain_rnn_are_its_h() -> None:
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=8, hidden=6, layers=2, cell="rnn")).eval()
+    layers = trace_gates(model, tok.encode(TEXT))
+    states = unit_states(layers)
+    assert list(states) == ["h"] and len(states["h"]) == 2
+    found = find_units(TEXT, states, top=2)
+    assert found == find_units(TEXT, states["h"], top=2)  # a plain list of h means the same
+    assert all(s.state == "h" for v in found.values() for s in v)
+    con = Console(file=io.StringIO(), width=200)
+    con.print(units_table(found))
+    assert "state" not in con.file.getvalue()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_cli_units_and_explain_unit_for_each_cell(tmp_path, cell: str) -> None:
+    tok = CharTokenizer.from_text(TEXT)
+    model = quote_lstm(tok) if cell == "lstm" else CharLM(ModelConfig(vocab_size=tok.vocab_size, cell=cell, hidden=8))
+    meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
+    ckpt_io.save(tmp_path / "run", meta, model.state_dict(), {})
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    res = CliRunner().invoke(app, ["units", str(tmp_path / "run"), str(tmp_path / "t.txt"), "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    ranked = json.loads(res.stdout)["inside_quotes"]
+    assert ranked[0]["state"] == "h" and (cell == "rnn" or ranked[0]["unit"] == 2)
+    # the LSTM's cell state c is ranked too, labelled; a plain RNN has only h
+    assert {r["state"] for r in ranked} == ({"h", "c"} if cell == "lstm" else {"h"})
+    res = CliRunner().invoke(app, ["explain", str(tmp_path / "run"), "--text", 'a "b" d', "--unit", "2", "-q"])
+    assert res.exit_code == 0 and res.stdout.startswith('a "b" d\n'), res.output

@@ -107,7 +107,8 @@ def explain(
             err_console.print(f"wrote {html_out}", soft_wrap=True)
     if json_out:
         rows = ex_lib.saturation_summary(ex.layers) if gates else None
-        doc = {"chars": ex.scored, "bits_per_char": ex.bits_per_char, "total_bits": ex.total_bits, "saturation": rows}
+        doc = {"cell": ex.cell, "chars": ex.scored, "bits_per_char": ex.bits_per_char, "total_bits": ex.total_bits}
+        doc["saturation"] = rows
         print_json({**doc, "records": ex_lib.records(ex, with_gates=gates)})
         return
     con = view.out_console()
@@ -135,7 +136,7 @@ def units(
 ) -> None:
     """Rank hidden units by how well they track features of a text: quotes, brackets, line position, words, regex."""
     from charlm.interpret.explain import trace_gates
-    from charlm.interpret.units import find_units, regex_feature
+    from charlm.interpret.units import find_units, regex_feature, unit_states
     from charlm.ui import explain_view as view
 
     if top < 1:
@@ -143,7 +144,7 @@ def units(
     if regex is not None:
         regex_feature(regex)  # a bad pattern is a usage error before any work is done
     model, tok, ids = _explain_input(paths, literal, max_chars, skip_unknown, device, quiet)
-    found = find_units(tok.decode(ids), [g.h for g in trace_gates(model, ids)], regex, top)
+    found = find_units(tok.decode(ids), unit_states(trace_gates(model, ids)), regex, top)
     if json_out:
         print_json({k: v if isinstance(v, str) else [s.to_dict() for s in v] for k, v in found.items()})
     else:

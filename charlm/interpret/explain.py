@@ -1,32 +1,53 @@
 """What a trained model makes of a text: per-character surprisal, its top guesses, and its gate values.
 
-Surprisal comes from the model's own forward pass (`CharGRU`, as `evaluate` runs it). The gates come from
-`gru_layer_reference`, the GRU written out from its equations, run in float64 on the checkpoint's own
-`nn.GRU` weights for every layer, so the z, r and h shown are what the model computes (the tests hold the
-reference's hidden states equal to `nn.GRU`'s).
+Surprisal comes from the model's own forward pass (`CharLM`, as `evaluate` runs it). The gates come from the
+cell written out from its equations (`gru_layer_reference`, `lstm_layer_reference` or `rnn_layer_reference`),
+run in float64 on the checkpoint's own weights for every layer, so the values shown are what the model
+computes (the tests hold each reference's hidden states equal to its PyTorch module's).
+
+What there is to show depends on the cell: a GRU has an update gate z and a reset gate r; an LSTM an input
+gate i, a forget gate f and an output gate o, plus its cell candidate g (the new content, not a gate) and its
+cell state c; a plain RNN has no gates at all, only its state h.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.model import CharGRU, gru_layer_reference
+from charlm.model import CharLM, gru_layer_reference, lstm_layer_reference, rnn_layer_reference
 from charlm.tokenizer import CharTokenizer
 
 LOW, HIGH = 0.1, 0.9  # a gate is left-saturated below LOW and right-saturated above HIGH
+# What each traced value is, in words (the HTML page's "colour by" choices use the same labels).
+LABELS = {
+    "h": "unit state h",
+    "c": "cell state c",
+    "z": "update gate z",
+    "r": "reset gate r",
+    "i": "input gate i",
+    "f": "forget gate f",
+    "o": "output gate o",
+    "g": "cell candidate g (not a gate)",
+}
 
 
 @dataclass
-class LayerGates:
-    z: np.ndarray  # (T, H) update gate after reading each character
-    r: np.ndarray  # (T, H) reset gate
-    h: np.ndarray  # (T, H) hidden state
+class LayerTrace:
+    h: np.ndarray  # (T, H) hidden state after reading each character
+    gates: dict[str, np.ndarray] = field(default_factory=dict)  # gate name -> (T, H), in (0, 1); none for a plain RNN
+    g: np.ndarray | None = None  # (T, H) LSTM only: cell candidate, the new content in (-1, 1); not a gate
+    c: np.ndarray | None = None  # (T, H) LSTM only: cell state, unbounded
+
+    def values(self) -> dict[str, np.ndarray]:
+        """Everything traced, by name: the gates, then g, h and c where the cell has them."""
+        rest = {"g": self.g, "h": self.h, "c": self.c}
+        return {**self.gates, **{k: v for k, v in rest.items() if v is not None}}
 
 
 @dataclass
@@ -35,7 +56,8 @@ class Explanation:
     bits: np.ndarray  # (T,) surprisal of chars[i] given chars[:i], in bits; NaN at 0 (nothing predicts it)
     top_chars: list[list[str]]  # top_chars[i]: the model's k likeliest guesses for position i ([] at 0)
     top_probs: np.ndarray  # (T, k) their probabilities (NaN at 0)
-    layers: list[LayerGates] | None  # per layer, when gates were asked for
+    layers: list[LayerTrace] | None  # per layer, when gates were asked for
+    cell: str = "gru"  # the model's cell, which decides what `layers` holds
 
     @property
     def scored(self) -> int:
@@ -51,7 +73,7 @@ class Explanation:
 
 
 @torch.no_grad()
-def explain(model: CharGRU, tok: CharTokenizer, ids: np.ndarray, top_k: int = 5, gates: bool = True) -> Explanation:
+def explain(model: CharLM, tok: CharTokenizer, ids: np.ndarray, top_k: int = 5, gates: bool = True) -> Explanation:
     """Score every character of `ids` in one pass from a zero state; optionally trace the gates of every layer."""
     model.eval()
     device = next(model.parameters()).device
@@ -68,22 +90,39 @@ def explain(model: CharGRU, tok: CharTokenizer, ids: np.ndarray, top_k: int = 5,
     top_probs[1:] = probs.cpu().numpy()
     top_chars = [[]] + [[tok.chars[j] for j in row] for row in idx.cpu().tolist()]
     chars = [tok.chars[i] for i in ids]
-    return Explanation(chars, bits, top_chars, top_probs, trace_gates(model, ids) if gates else None)
+    traced = trace_gates(model, ids) if gates else None
+    return Explanation(chars, bits, top_chars, top_probs, traced, model.config.cell)
 
 
 @torch.no_grad()
-def trace_gates(model: CharGRU, ids: np.ndarray) -> list[LayerGates]:
-    """z, r and h of every layer for each character, from the GRU equations on the model's own weights (float64)."""
-    gru = copy.deepcopy(model.gru).to("cpu", torch.float64)
+def trace_gates(model: CharLM, ids: np.ndarray) -> list[LayerTrace]:
+    """Gates and states of every layer for each character, from the cell's equations on its own weights (float64)."""
+    recurrent = copy.deepcopy(model.recurrent).to("cpu", torch.float64)
     x = model.embed.weight.detach().to("cpu", torch.float64)[torch.as_tensor(ids, dtype=torch.long)]
     x = x.unsqueeze(1)  # (T, 1, embed): one sequence
     out = []
-    for layer in range(gru.num_layers):
-        h0 = torch.zeros(1, gru.hidden_size, dtype=torch.float64)
-        tr = gru_layer_reference(x, h0, gru, layer)
-        out.append(LayerGates(*(a[:, 0].numpy() for a in (tr.z, tr.r, tr.h))))
-        x = tr.h  # the next layer reads this layer's states (no dropout: the model is in eval mode)
+    for layer in range(recurrent.num_layers):
+        trace, x = _trace_layer(model.config.cell, x, recurrent, layer)
+        out.append(trace)  # the next layer reads this layer's states x (no dropout: the model is in eval mode)
     return out
+
+
+def _trace_layer(cell: str, x: torch.Tensor, module: torch.nn.RNNBase, layer: int) -> tuple[LayerTrace, torch.Tensor]:
+    """One layer from a zero state: its trace, and its hidden states (T, 1, H) for the layer above."""
+    zero = torch.zeros(1, module.hidden_size, dtype=torch.float64)
+
+    def one(a: torch.Tensor) -> np.ndarray:  # (T, 1, H) -> (T, H)
+        return a[:, 0].numpy()
+
+    if cell == "gru":
+        t = gru_layer_reference(x, zero, module, layer)
+        return LayerTrace(one(t.h), {"z": one(t.z), "r": one(t.r)}), t.h
+    if cell == "lstm":
+        t = lstm_layer_reference(x, zero, zero, module, layer)
+        gates = {"i": one(t.i), "f": one(t.f), "o": one(t.o)}
+        return LayerTrace(one(t.h), gates, g=one(t.g), c=one(t.c)), t.h
+    t = rnn_layer_reference(x, zero, module, layer)
+    return LayerTrace(one(t.h)), t.h
 
 
 @dataclass
@@ -97,16 +136,24 @@ def saturation(gate: np.ndarray, low: float = LOW, high: float = HIGH) -> Satura
     return Saturation((gate < low).mean(axis=0), (gate > high).mean(axis=0))
 
 
-def saturation_summary(layers: list[LayerGates]) -> list[dict[str, float | int | str]]:
-    """One row per layer and gate: mean saturated fractions, and how many units sit mostly at one end."""
+def saturation_summary(layers: list[LayerTrace]) -> list[dict[str, float | int | str]]:
+    """One row per layer and gate: mean saturated fractions, and how many units sit mostly at one end.
+
+    A plain RNN has no gates, so no rows. An LSTM's cell candidate g gets a row of its own, marked
+    kind "candidate": it is not a gate, and its ends are g < -0.8 and g > 0.8 (LOW and HIGH on (-1, 1)).
+    """
     rows: list[dict[str, float | int | str]] = []
-    for i, g in enumerate(layers):
-        for name in ("z", "r"):
-            s = saturation(getattr(g, name))
+    for i, trace in enumerate(layers):
+        named = [(name, "gate", gate) for name, gate in trace.gates.items()]
+        if trace.g is not None:
+            named.append(("g", "candidate", (trace.g + 1) / 2))  # onto (0, 1), where LOW and HIGH apply
+        for name, kind, values in named:
+            s = saturation(values)
             rows.append(
                 {
                     "layer": i,
                     "gate": name,
+                    "kind": kind,
                     "left": float(s.left.mean()),
                     "right": float(s.right.mean()),
                     "units_mostly_left": int((s.left > 0.5).sum()),
@@ -137,7 +184,7 @@ def surprising_spans(bits: np.ndarray, width: int = 8, count: int = 5) -> list[t
 
 
 def records(ex: Explanation, with_gates: bool = False, digits: int = 4) -> list[dict]:
-    """Per-character records for JSON: char, bits, top-k, and (with_gates) z, r, h of every layer."""
+    """Per-character records for JSON: char, bits, top-k, and (with_gates) every layer's gates and states."""
     out = []
     for i, ch in enumerate(ex.chars):
         rec: dict = {
@@ -151,7 +198,7 @@ def records(ex: Explanation, with_gates: bool = False, digits: int = 4) -> list[
         }
         if with_gates and ex.layers is not None:
             rec["layers"] = [
-                {name: np.round(getattr(g, name)[i], digits).tolist() for name in ("z", "r", "h")} for g in ex.layers
+                {name: np.round(v[i], digits).tolist() for name, v in trace.values().items()} for trace in ex.layers
             ]
         out.append(rec)
     return out

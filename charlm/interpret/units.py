@@ -4,6 +4,9 @@ Each feature is a number per character describing the state of the text just aft
 read (the same moment as the hidden state h recorded for it). Units are ranked by the absolute Pearson
 correlation between their activation and the feature; for yes/no features the best single-unit threshold
 classifier is also scored (balanced accuracy, so a rare feature cannot score well by always saying no).
+
+The units ranked are those of the hidden state h of every layer; for an LSTM also those of its cell state c,
+ranked separately and labelled, since an LSTM can keep a fact in c while h shows little of it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlm.errors import UsageError
+from charlm.interpret.explain import LayerTrace
 
 QUOTES = {'"', "\u201c", "\u201d"}
 OPEN, CLOSE = "([{", ")]}"
@@ -90,9 +94,24 @@ class UnitScore:
     unit: int
     corr: float  # Pearson correlation of the unit's activation with the feature (its sign says which way)
     balanced_accuracy: float | None  # best single-threshold classifier on this unit (yes/no features only)
+    state: str = "h"  # which state the unit belongs to: h, or an LSTM's cell state c
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer, "unit": self.unit, "corr": self.corr, "balanced_accuracy": self.balanced_accuracy}
+        return {
+            "layer": self.layer,
+            "unit": self.unit,
+            "state": self.state,
+            "corr": self.corr,
+            "balanced_accuracy": self.balanced_accuracy,
+        }
+
+
+def unit_states(layers: list[LayerTrace]) -> dict[str, list[np.ndarray]]:
+    """The states whose units are ranked, each one (T, H) array per layer: h, and c where the cell has one."""
+    states = {"h": [t.h for t in layers]}
+    if layers and layers[0].c is not None:
+        states["c"] = [t.c for t in layers]
+    return states
 
 
 def correlations(acts: np.ndarray, feature: np.ndarray) -> np.ndarray:
@@ -121,7 +140,7 @@ def threshold_score(act: np.ndarray, label: np.ndarray) -> float:
     return float(max(bal.max(), (1 - bal).max()))
 
 
-def rank_units(layers_h: list[np.ndarray], feature: np.ndarray, top: int = 5) -> list[UnitScore]:
+def rank_units(layers_h: list[np.ndarray], feature: np.ndarray, top: int = 5, state: str = "h") -> list[UnitScore]:
     """The `top` units across all layers whose activation (T, H) correlates most with `feature`."""
     acts = np.concatenate(layers_h, axis=1)
     sizes = [h.shape[1] for h in layers_h]
@@ -132,14 +151,20 @@ def rank_units(layers_h: list[np.ndarray], feature: np.ndarray, top: int = 5) ->
         layer = int(np.searchsorted(np.cumsum(sizes), j, side="right"))
         unit = int(j - sum(sizes[:layer]))
         bal = threshold_score(acts[:, j], feature) if binary else None
-        out.append(UnitScore(layer, unit, float(corr[j]), bal))
+        out.append(UnitScore(layer, unit, float(corr[j]), bal, state))
     return out
 
 
 def find_units(
-    text: str, layers_h: list[np.ndarray], regex: str | None = None, top: int = 5
+    text: str, states: list[np.ndarray] | dict[str, list[np.ndarray]], regex: str | None = None, top: int = 5
 ) -> dict[str, list[UnitScore] | str]:
-    """For each feature, its best units; a feature that never varies in `text` gets a reason instead."""
+    """For each feature, its best units; a feature that never varies in `text` gets a reason instead.
+
+    `states` is h of every layer, or (from `unit_states`) a dict naming each state: then each feature lists
+    its `top` units of each state in turn.
+    """
+    if not isinstance(states, dict):
+        states = {"h": states}
     features = dict(FEATURES)
     if regex is not None:
         features[f"regex {regex}"] = regex_feature(regex)
@@ -149,5 +174,5 @@ def find_units(
         if f.size == 0 or np.all(f == f[0]):
             out[name] = "never true in this text" if f.size and f[0] == 0 else "does not vary in this text"
             continue
-        out[name] = rank_units(layers_h, f, top)
+        out[name] = [s for state, acts in states.items() for s in rank_units(acts, f, top, state)]
     return out

@@ -90,10 +90,12 @@ def at(ex: Explanation, n: int) -> Table:
 
 
 def gates_table(rows: list[dict]) -> Table:
+    """The rows of `saturation_summary`; an LSTM's cell candidate g in a section of its own, as it is no gate."""
     table = Table(title="gate saturation (fraction of characters: left < 0.1, right > 0.9)", title_justify="left")
     for col in ("layer", "gate", "left", "right", "units mostly left", "units mostly right", "never saturated"):
         table.add_column(col, justify="right")
-    for r in rows:
+    rows = sorted(rows, key=lambda r: r["kind"] != "gate")  # stable: the gates by layer, then the candidates
+    for i, r in enumerate(rows):
         table.add_row(
             str(r["layer"]),
             r["gate"],
@@ -102,20 +104,34 @@ def gates_table(rows: list[dict]) -> Table:
             f"{r['units_mostly_left']}/{r['units']}",
             f"{r['units_mostly_right']}/{r['units']}",
             f"{r['units_never_saturated']}/{r['units']}",
+            end_section=i + 1 < len(rows) and rows[i + 1]["kind"] != r["kind"],
         )
+    if not rows:
+        table.caption = "no gates: a plain RNN has none; each step overwrites its state, h' = tanh(W_ih x + W_hh h + b)"
+    elif rows[-1]["kind"] == "candidate":
+        table.caption = (
+            "i input, f forget, o output gate. g, the cell candidate, is not a gate: it is the new content,"
+            " in (-1, 1), that i lets into the cell state; its row counts g < -0.8 (left) and g > 0.8 (right)"
+        )
+    table.caption_justify = "left"
     return table
 
 
 def units_table(found: dict[str, list[UnitScore] | str]) -> Table:
-    table = Table(title="units that track features of the text (h; |corr| ranks them)", title_justify="left")
-    for col in ("feature", "layer", "unit", "corr", "balanced acc."):
+    """The ranking of `find_units`; a "state" column appears when it ranked more than h (an LSTM's c)."""
+    states = {s.state for v in found.values() if not isinstance(v, str) for s in v} - {"h"}
+    what = "h; |corr| ranks them" if not states else "h, and the cell state c; |corr| ranks each"
+    table = Table(title=f"units that track features of the text ({what})", title_justify="left")
+    cols = ("feature", "layer", "unit", *(["state"] if states else []), "corr", "balanced acc.")
+    for col in cols:
         table.add_column(col, justify="left" if col == "feature" else "right")
     for name, scores in found.items():
         if isinstance(scores, str):
-            table.add_row(name, "-", "-", "-", scores)
+            table.add_row(name, *["-"] * (len(cols) - 2), scores)
             continue
         for i, s in enumerate(scores):
             acc = "-" if s.balanced_accuracy is None else f"{s.balanced_accuracy:.3f}"
-            table.add_row(name if i == 0 else "", str(s.layer), str(s.unit), f"{s.corr:+.3f}", acc)
+            state = [s.state] if states else []
+            table.add_row(name if i == 0 else "", str(s.layer), str(s.unit), *state, f"{s.corr:+.3f}", acc)
         table.add_section()
     return table

@@ -2,10 +2,11 @@
 
 The text is written as one <span> per character, coloured by surprisal, so the page reads without scripts.
 The data sits in the page as JSON (<script type="application/json" id="charlm-data">): characters, bits,
-top-k guesses and, per layer, z, r and h. Gate values are stored as 8-bit codes in base64 (1/255 of the
-gate's range: ample for colouring and reading off), because plain JSON numbers would make a page for a few
-thousand characters of a 512-unit model tens of megabytes. A small inline script recolours the text by a
-unit's h, z or r and shows the values under the pointer.
+top-k guesses and, per layer, the cell's gates and states (GRU: z, r, h; LSTM: i, f, g, o, h, c; plain RNN:
+h), described by "fields" (name, label, range). The values are stored as 8-bit codes in base64 (1/255 of the
+value's range: ample for colouring and reading off), because plain JSON numbers would make a page for a few
+thousand characters of a 512-unit model tens of megabytes. A small inline script recolours the text by any
+one unit's value and shows the values under the pointer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from charlm.errors import CharlmError
-from charlm.interpret.explain import Explanation
+from charlm.interpret.explain import LABELS, Explanation, LayerTrace
 from charlm.ui.explain_view import MAX_BITS
 
 _STYLE = """
@@ -35,8 +36,10 @@ _SCRIPT = r"""
 const D = JSON.parse(document.getElementById('charlm-data').textContent);
 const spans = document.querySelectorAll('#text span');
 const dec = s => Uint8Array.from(atob(s), c => c.charCodeAt(0));
-const G = (D.layers || []).map(l => ({z: dec(l.z), r: dec(l.r), h: dec(l.h)}));
-const H = D.hidden, val = (name, code) => name === 'h' ? code / 127.5 - 1 : code / 255;
+const F = D.fields || [], R = Object.fromEntries(F.map(f => [f.name, f]));
+const G = (D.layers || []).map(l => Object.fromEntries(F.map(f => [f.name, dec(l[f.name])])));
+const H = D.hidden, val = (name, code) => R[name].lo + code / 255 * (R[name].hi - R[name].lo);
+const signed = (name, x) => (2 * x - R[name].lo - R[name].hi) / (R[name].hi - R[name].lo);  // onto [-1, 1]
 const view = document.getElementById('view'), lay = document.getElementById('layer'),
       unit = document.getElementById('unit'), tip = document.getElementById('tip');
 function heat(b){ if (b === null) return ''; const a = Math.min(1, b / D.max_bits);
@@ -48,7 +51,7 @@ function paint(){
   spans.forEach((s, i) => {
     if (v === 'bits' || !G.length) { s.style.background = heat(D.bits[i]); return; }
     const x = val(v, G[L][v][i * H + K]);
-    s.style.background = v === 'h' ? diverge(x) : diverge(2 * x - 1);
+    s.style.background = diverge(signed(v, x));
   });
 }
 function show(e){
@@ -60,8 +63,9 @@ function show(e){
   G.forEach((g, L) => {
     const m = n => { let s = 0; for (let k = 0; k < H; k++) s += val(n, g[n][i * H + k]); return s / H; };
     const K = unit ? +unit.value : 0, u = n => val(n, g[n][i * H + K]).toFixed(3);
-    t += `\nlayer ${L}: mean z ${m('z').toFixed(3)}  mean r ${m('r').toFixed(3)}` +
-         `   unit ${K}: h ${u('h')}  z ${u('z')}  r ${u('r')}`;
+    const means = F.filter(f => f.gate).map(f => `mean ${f.name} ${m(f.name).toFixed(3)}`).join('  ');
+    t += `\nlayer ${L}: ` + (means ? means + '   ' : '') +
+         `unit ${K}: ` + F.map(f => `${f.name} ${u(f.name)}`).join('  ');
   });
   tip.textContent = t; tip.style.display = 'block';
   tip.style.left = Math.min(e.clientX + 14, innerWidth - tip.offsetWidth - 8) + 'px';
@@ -80,9 +84,25 @@ def _codes(a: np.ndarray, lo: float, hi: float) -> str:
     return base64.b64encode(q.tobytes()).decode("ascii")
 
 
+def _fields(layers: list[LayerTrace]) -> list[dict]:
+    """What each layer holds, in the order the page lists it (h, c, the gates, g), with each value's range."""
+    if not layers:
+        return []
+    first, held = layers[0], layers[0].values()
+    # The LSTM's cell state is unbounded: one symmetric range for all layers, set by its largest value.
+    c_max = max((float(np.abs(t.c).max()) for t in layers if t.c is not None), default=1.0) or 1.0
+    ranges = {"h": (-1.0, 1.0), "c": (-c_max, c_max), **{n: (0.0, 1.0) for n in first.gates}, "g": (-1.0, 1.0)}
+    return [
+        {"name": n, "label": LABELS[n], "lo": lo, "hi": hi, "gate": n in first.gates}
+        for n, (lo, hi) in ranges.items()
+        if n in held
+    ]
+
+
 def page_data(ex: Explanation, title: str, unit: tuple[int, int] | None = None) -> dict:
     """Everything the page shows, as one JSON-ready dict."""
     layers = ex.layers or []
+    fields = _fields(layers)
     return {
         "title": title,
         "chars": ex.chars,
@@ -94,7 +114,8 @@ def page_data(ex: Explanation, title: str, unit: tuple[int, int] | None = None) 
         "bits_per_char": ex.bits_per_char if ex.scored else None,
         "max_bits": MAX_BITS,
         "hidden": int(layers[0].h.shape[1]) if layers else 0,
-        "layers": [{"z": _codes(g.z, 0, 1), "r": _codes(g.r, 0, 1), "h": _codes(g.h, -1, 1)} for g in layers],
+        "fields": fields,
+        "layers": [{f["name"]: _codes(t.values()[f["name"]], f["lo"], f["hi"]) for f in fields} for t in layers],
         "unit": list(unit) if unit else None,
     }
 
@@ -112,7 +133,7 @@ def _controls(data: dict) -> str:
     view = "h" if data["unit"] else "bits"
     opts = "".join(
         f'<option value="{v}"{" selected" if v == view else ""}>{label}</option>'
-        for v, label in (("bits", "surprisal"), ("h", "unit state h"), ("z", "update gate z"), ("r", "reset gate r"))
+        for v, label in [("bits", "surprisal")] + [(f["name"], f["label"]) for f in data["fields"]]
     )
     lays = "".join(
         f'<option value="{i}"{" selected" if i == layer else ""}>{i}</option>' for i in range(len(data["layers"]))
@@ -134,7 +155,7 @@ def render(ex: Explanation, title: str = "charlm explain", unit: tuple[int, int]
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{bpc}. Redder means more surprising; "
-        f"hover over a character for the model's guesses and gate values.</p>{_controls(data)}"
+        f"hover over a character for the model's guesses and its units' values.</p>{_controls(data)}"
         f'<div id="text">{body}</div><div id="tip"></div>'
         f'<script type="application/json" id="charlm-data">{blob}</script>{script}</body></html>\n'
     )

@@ -5,19 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from charlm import checkpoint as ckpt_io
-from charlm.config import ModelConfig
-from charlm.model import CharGRU
+from charlm.model import CELL_NAMES, count_params
 from charlm.tokenizer import describe_char
 from charlm.ui.charts import curves, metric_series
-
-
-def parameter_count(config: ModelConfig) -> int:
-    """The parameters of the model `config` describes, counted on a model built from it (whatever its cell).
-
-    Built on the CPU, not the meta device: initialising an embedding on meta makes torch import torch._dynamo
-    (over a second), while a CPU model of the default size is built in tens of milliseconds.
-    """
-    return CharGRU(config).num_params()
 
 
 def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
@@ -27,7 +17,7 @@ def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
     best = ckpt_io.best_of(ckpts)
     return {
         "checkpoint": str(ck.path),
-        "model": {**m.to_dict(), "parameters": parameter_count(m)},
+        "model": {**m.to_dict(), "parameters": count_params(m)},
         "vocabulary": "".join(ck.tokenizer.chars),
         "step": ck.step,
         "chars_seen": meta.get("chars_seen"),
@@ -49,7 +39,7 @@ def render(d: dict[str, Any]) -> str:
     best = f"{d['best_val_bpc']:.4f}" if d["best_val_bpc"] is not None else "-"
     lines = [
         f"checkpoint      {d['checkpoint']}",
-        f"model           {m.get('cell', 'gru').upper()}, {m['layers']} layer(s) x {m['hidden']} hidden, "
+        f"model           {CELL_NAMES[m['cell']]}, {m['layers']} layer(s) x {m['hidden']} hidden, "
         f"embedding {m['embed']}, dropout {m['dropout']}",
         f"parameters      {m['parameters']:,}",
         f"vocabulary      {m['vocab_size']} characters: {vocab}",
