@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import UsageError
 from charlm.ui.console import err_console
 
@@ -40,6 +41,39 @@ ReplaceBadBytes = Annotated[bool, typer.Option(help="Read bytes that are not UTF
 def setting(help: str, default: Any = None) -> Any:
     """An option left None when not given (so the library can tell), its default shown in the help text."""
     return typer.Option(help=help + (f" \\[default: {default}]" if default is not None else ""), show_default=False)
+
+
+_M, _T = ModelConfig(vocab_size=1), TrainConfig()  # the defaults shown in --help
+# The model and schedule settings `train` and `compare` share, each None unless given.
+Cell = Annotated[Optional[str], setting("Recurrent cell: gru, lstm or rnn (tanh).", _M.cell)]
+Hidden = Annotated[Optional[int], setting("State size of each recurrent layer.", _M.hidden)]
+Layers = Annotated[Optional[int], setting("Stacked recurrent layers.", _M.layers)]
+Embed = Annotated[Optional[int], setting("Character embedding size.", _M.embed)]
+Dropout = Annotated[Optional[float], setting("Dropout between layers and before the head.", _M.dropout)]
+SeqLen = Annotated[Optional[int], setting("Characters per stream per step (BPTT length).", _T.seq_len)]
+BatchSize = Annotated[Optional[int], setting("Parallel streams per step.", _T.batch_size)]
+Lr = Annotated[Optional[float], setting("Peak learning rate (AdamW; warmup, then cosine decay).", _T.lr)]
+MaxSteps = Annotated[Optional[int], setting("Stop after this many steps.")]
+MaxTime = Annotated[Optional[str], setting("Stop after this long, e.g. 90s, 10m, 2h. With neither limit: 5m.")]
+ValFraction = Annotated[
+    Optional[float], setting("Last fraction of the text held out for validation.", _T.val_fraction)
+]
+EvalEvery = Annotated[Optional[int], setting("Steps between validations (each saves a checkpoint).", _T.eval_every)]
+Seed = Annotated[Optional[int], setting("Random seed.", _T.seed)]
+TrainDevice = Annotated[Optional[str], setting("auto, cpu, cuda or mps.", _T.device)]
+Precision = Annotated[
+    Optional[str],
+    setting("Training arithmetic: auto (bf16 on CPUs that compute it natively), fp32 or bf16.", _T.precision),
+]
+Corpus = Annotated[
+    Optional[list[str]], typer.Argument(help="UTF-8 text file(s) to learn from, or - for stdin.", show_default=False)
+]
+JsonSummary = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")]
+
+
+def given(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings the user gave (the library tells given from default)."""
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def checkpoint_and_text(paths: list[str], texts: int, usage: str) -> tuple[Optional[Path], list[str]]:
