@@ -30,7 +30,7 @@ import torch
 from charlm import checkpoint as ckpt_io
 
 ROOT = Path(__file__).resolve().parent.parent
-CHILD = "import sys, charlm.console as c; c.PLAIN_EVERY = 0; from charlm.cli import main; main()"
+CHILD = "import sys, charlm.ui.console as c; c.PLAIN_EVERY = 0; from charlm.cli import main; main()"
 STEP = re.compile(r"^step (\d+) \|")
 
 
