@@ -32,7 +32,8 @@ from charlm.inference.evaluate import score_ids
 from charlm.inference.sample import SampleOptions, generate_ids
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
-from charlm.training.trainer import TrainData, Trainer, pick_precision
+from charlm.training.device import pick_precision
+from charlm.training.trainer import TrainData, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARLM = [sys.executable, "-m", "charlm"]

@@ -14,7 +14,9 @@ from charlm.config import ModelConfig, TrainConfig
 from charlm.data.corpus import split_text
 from charlm.errors import CharlmError
 from charlm.tokenizer import CharTokenizer
-from charlm.training.trainer import TrainData, Trainer, get_lr, pick_precision
+from charlm.training.device import pick_precision
+from charlm.training.schedule import get_lr
+from charlm.training.trainer import TrainData, Trainer
 
 
 def _trainer(run: Path, text: str, events: list | None = None, **overrides) -> Trainer:

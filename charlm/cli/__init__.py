@@ -136,19 +136,15 @@ def train(
 
     Under torchrun (torchrun --nproc_per_node=N -m charlm train ...) the N processes train one model together.
     """
+    from charlm import training
     from charlm.cli.output import train_summary
-    from charlm.training import distributed
-    from charlm.training import request as run
     from charlm.ui.console import TrainDisplay, train_done
 
     given = {k: v for k, v in locals().items() if v is not None and k in {*_M.to_dict(), *_T.to_dict()}}
-    req = run.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given)
-    many = distributed.launched()
-    if backend is not None and not many:
-        raise UsageError("--backend applies only to a run launched by torchrun")
-    main_rank = distributed.rank_info().is_main
+    req = training.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given)
+    main_rank = training.RankInfo.from_env().is_main
     with TrainDisplay(quiet=quiet or not main_rank) as display:
-        result = distributed.train(req, display, backend or "auto") if many else run.train(req, display)
+        result = training.train(req, display, backend)
     if main_rank:
         train_done(result, quiet)
         if json_out:
@@ -169,7 +165,7 @@ def _resolve(checkpoint: Optional[Path], quiet: bool) -> Any:
 
 def _load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[Any, Any, Any]:
     from charlm import checkpoint as ckpt_io
-    from charlm.training.trainer import pick_device
+    from charlm.training.device import pick_device
 
     ck = _resolve(checkpoint, quiet)
     dev = pick_device(device)
