@@ -28,11 +28,12 @@ from torch import nn
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
+from charlm.device import pick_precision
 from charlm.inference.evaluate import score_ids
 from charlm.inference.sample import SampleOptions, generate_ids
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
-from charlm.training.trainer import TrainData, Trainer, pick_precision
+from charlm.training.trainer import TrainData, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARLM = [sys.executable, "-m", "charlm"]

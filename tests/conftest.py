@@ -75,7 +75,7 @@ def tiny_corpus(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder trained once per session through the library: 2 layers x 24 hidden, 100 steps."""
-    from charlm.training import request as run
+    from charlm import training as run
 
     base = tmp_path_factory.mktemp("tiny-run")
     corpus = base / "tiny.txt"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm.training import request as run
+from charlm import training as run
 
 CORPORA = Path(__file__).resolve().parents[1] / "corpora"
 MARKOV = CORPORA / "markov.txt"

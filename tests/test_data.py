@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm.data.corpus import TokenStreams, check_trainable, read_corpus, read_text, split_text
+from charlm.data.corpus import check_trainable, read_corpus, read_text, split_text
+from charlm.data.streams import TokenStreams
 from charlm.errors import CorpusError
 
 
@@ -78,6 +79,16 @@ def test_read_corpus_joins_files_on_a_line_break(tmp_path: Path) -> None:
 def test_read_corpus_takes_stdin_once() -> None:
     with pytest.raises(CorpusError, match="only once"):
         read_corpus(["-", "-"])
+
+
+def test_every_unusable_source_is_named_at_once(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError) as e:
+        read_corpus(["gone.txt", str(tmp_path), "-", "-"])
+    assert e.value.problems == [
+        "standard input ('-') can be given only once",
+        "gone.txt: no such file",
+        f"{tmp_path}: is a directory, not a text file",
+    ]
 
 
 # ---------------------------------------------------------------- what can be trained on

@@ -6,7 +6,6 @@ streams (same seed, dropout 0), so their weights agree to float rounding. The ru
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
@@ -20,10 +19,10 @@ import torch
 from safetensors.torch import load_file
 
 from charlm import checkpoint as ckpt_io
-from charlm.data.corpus import TokenStreams
+from charlm import training as run
+from charlm.data.streams import TokenStreams
 from charlm.errors import UsageError
-from charlm.training import request as run
-from charlm.training.distributed import DistributedTrainer, RankInfo, RankStreams
+from charlm.training.distributed import RankInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 6, 3
@@ -48,18 +47,19 @@ FAULTY_ENTRY = textwrap.dedent(
     """
     import os, sys
     from charlm.training import distributed
+    from charlm.training.trainer import Trainer
 
-    save = distributed.DistributedTrainer.save
+    save = Trainer.save
 
     def faulty_save(self, metrics):
         path = save(self, metrics)
-        if self.step == 3 and self.info.restart == 0:
+        if self.step == 3 and self.rank.restart == 0:
             distributed.barrier()
-            if self.info.rank == 1:
+            if self.rank.rank == 1:
                 os._exit(17)
         return path
 
-    distributed.DistributedTrainer.save = faulty_save
+    Trainer.save = faulty_save
     sys.argv = ["charlm", *sys.argv[1:]]
     from charlm.cli import main
 
@@ -150,16 +150,15 @@ def test_after_a_rank_dies_torchrun_restarts_and_the_run_resumes(single: Path, c
 
 
 def test_the_global_batch_must_split_evenly(corpus: Path, tmp_path: Path) -> None:
-    make = functools.partial(DistributedTrainer, info=RankInfo(rank=0, world_size=3))
     req = run.TrainRequest([str(corpus)], tmp_path / "run", overrides=dict(OPTS))
     with pytest.raises(UsageError, match="cannot be split evenly across 3 processes"):
-        run.prepare(req, trainer_cls=make)
+        run.prepare(req, rank=RankInfo(rank=0, world_size=3))
 
 
 def test_each_rank_reads_its_own_block_of_streams() -> None:
     ids = np.arange(81, dtype=np.int32)
     whole = TokenStreams(ids, 4, 5)
-    parts = [RankStreams(ids, 4, 5, RankInfo(rank=r, world_size=2)) for r in range(2)]
+    parts = [TokenStreams(ids, 4, 5, rows=RankInfo(rank=r, world_size=2).rows(4)) for r in range(2)]
     batches = [p.next_batch().x for p in parts]
     assert torch.equal(torch.cat(batches), torch.from_numpy(ids[:80].reshape(4, 20)[:, :5].astype(np.int64)))
     assert parts[0].chars_per_batch == 4 * 5  # what the whole run reads per step, not one rank's share

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from charlm.data import encode
+from charlm.data import corpus, encode
 from charlm.data.corpus import read_corpus, split_text
+from charlm.data.encode import fingerprint
 from charlm.errors import CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
-from charlm.training.request import TrainRequest, fingerprint, prepare
+from charlm.training import TrainRequest, prepare, train
 
 
 @pytest.fixture
@@ -26,7 +29,7 @@ def files(tmp_path: Path) -> list[str]:
 def test_matches_in_memory_encoding(
     files: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, val_fraction: float
 ) -> None:
-    monkeypatch.setattr(encode, "CHUNK_BYTES", chunk)  # chunk edges fall inside multi-byte characters
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk)  # chunk edges fall inside multi-byte characters
     enc = encode.encode_corpus(files, tmp_path / "data", val_fraction, progress=False)
     text = read_corpus(files)
     train, val = split_text(text, val_fraction)
@@ -90,3 +93,40 @@ def test_untrainable_corpus_is_refused_before_training(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="only whitespace"):
         prepare(TrainRequest([str(spaces)], out=tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # nothing written for a corpus that is refused
+
+
+def test_a_validation_file_follows_the_training_text_in_one_vocabulary(files: list[str], tmp_path: Path) -> None:
+    val = tmp_path / "val.txt"
+    val.write_text("Ω new characters ✓ for validation\n")
+    enc = encode.encode_corpus(files, tmp_path / "data", 0.1, progress=False, val=[str(val)])
+    train, held = read_corpus(files), val.read_text()
+    tok = CharTokenizer.from_text(train, held)
+    assert enc.tokenizer.chars == tok.chars and enc.val_chars == len(held)
+    assert np.array_equal(enc.ids, tok.encode(train + held))  # no newline joins the two parts
+    assert enc.fingerprint == fingerprint(train + "\x00" + held)
+
+
+@pytest.mark.parametrize("spool_memory", [16, 64 << 20])  # rolled over to a temporary file, or kept in memory
+def test_standard_input_is_spooled_and_encoded_like_a_file(
+    files: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spool_memory: int
+) -> None:
+    text = read_corpus(files[:1])
+    monkeypatch.setattr(corpus, "SPOOL_MEMORY", spool_memory)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    enc = encode.encode_corpus(["-"], tmp_path / "data", 0.1, progress=False)
+    from_file = encode.encode_corpus(files[:1], tmp_path / "other", 0.1, progress=False)
+    assert np.array_equal(enc.ids, from_file.ids) and enc.fingerprint == from_file.fingerprint
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["ids.json", "ids.npy"]
+
+
+def test_a_fine_tuned_run_resumes_in_its_own_vocabulary(tmp_path: Path) -> None:
+    """A fine-tuned model's vocabulary holds characters its new text may lack; a resume keeps every id."""
+    over = {"hidden": 8, "embed": 4, "batch_size": 2, "seq_len": 8, "max_steps": 1, "eval_every": 100}
+    (tmp_path / "old.txt").write_text("A\nBC abc\n" * 40)  # "\n", "A", "B" sort before every new character
+    (tmp_path / "new.txt").write_text("fine tuning text without a line break " * 20)
+    train(TrainRequest([str(tmp_path / "old.txt")], out=tmp_path / "old", overrides=over))
+    train(TrainRequest([str(tmp_path / "new.txt")], out=tmp_path / "ft", init_from=tmp_path / "old", overrides=over))
+    resumed = prepare(TrainRequest([], out=tmp_path / "ft", resume=True, overrides={"max_steps": 2}))
+    text = (tmp_path / "new.txt").read_text()
+    assert "\n" in resumed.data.tokenizer.chars
+    assert resumed.data.tokenizer.decode(resumed.data.train_ids[:50].tolist()) == text[:50]

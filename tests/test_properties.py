@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charlm import checkpoint as ckpt_io
+from charlm import training as run
 from charlm.config import ModelConfig
 from charlm.inference.evaluate import score_ids
 from charlm.inference.sample import SampleOptions, sample_many, stream
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
-from charlm.training import request as run
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

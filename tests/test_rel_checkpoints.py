@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from charlm import checkpoint as ckpt_io
+from charlm import training as run
 from charlm.cli import main
-from charlm.training import request as run
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKOV = ROOT / "corpora" / "markov.txt"

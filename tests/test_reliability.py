@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from charlm import checkpoint as ckpt_io
+from charlm import training as run
 from charlm.checkpoint import format as ckpt_format
 from charlm.checkpoint import runs as ckpt_runs
-from charlm.errors import CheckpointError
-from charlm.training import request as run
+from charlm.errors import CheckpointError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKOV = ROOT / "corpora" / "markov.txt"
@@ -105,7 +105,7 @@ def test_max_steps_then_resume_with_larger_max_steps_continues(corpus: Path, tmp
     # The cosine schedule now runs over 9 steps: the learning rate at step 6 follows the new horizon.
     cfg = ckpt_io.resolve(out, "latest").train_config
     assert cfg.max_steps == 9
-    from charlm.training.trainer import get_lr
+    from charlm.training.schedule import get_lr
 
     assert events.of("step")[0]["lr"] == pytest.approx(get_lr(5, 5 / 9, cfg))
 
@@ -229,7 +229,7 @@ def test_read_only_run_folder_fails_cleanly(corpus: Path, tmp_path: Path) -> Non
     for p in [out, *out.iterdir()]:
         p.chmod(0o555 if p.is_dir() else 0o444)
     try:
-        with pytest.raises((CheckpointError, run.UsageError)):
+        with pytest.raises((CheckpointError, UsageError)):
             run.train(request(corpus, out, resume=True, max_steps=4))
         assert digest(ckpt_io.step_dir(out, 2)) == before
     finally:
@@ -283,7 +283,7 @@ def test_second_interrupt_exits_at_once(corpus: Path, tmp_path: Path, monkeypatc
     def exit_now(code: int) -> None:
         raise SystemExit(code)
 
-    monkeypatch.setattr(run.os, "_exit", exit_now)
+    monkeypatch.setattr(os, "_exit", exit_now)
     with run.stop_on_signals(trainer):
         signal.raise_signal(signal.SIGINT)
         assert trainer.stop_requested == "SIGINT"  # the first asks for a clean stop

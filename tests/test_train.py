@@ -12,9 +12,11 @@ import torch
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
 from charlm.data.corpus import split_text
+from charlm.device import pick_precision
 from charlm.errors import CharlmError
 from charlm.tokenizer import CharTokenizer
-from charlm.training.trainer import TrainData, Trainer, get_lr, pick_precision
+from charlm.training.schedule import get_lr
+from charlm.training.trainer import TrainData, Trainer
 
 
 def _trainer(run: Path, text: str, events: list | None = None, **overrides) -> Trainer:

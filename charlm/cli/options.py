@@ -100,7 +100,7 @@ def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
 def load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[CharGRU, CharTokenizer, torch.device]:
     """The model and tokenizer of the checkpoint `resolve` picks, on the device asked for."""
     from charlm import checkpoint as ckpt_io
-    from charlm.training.trainer import pick_device
+    from charlm.device import pick_device
 
     ck = resolve(checkpoint, quiet)
     dev = pick_device(device)

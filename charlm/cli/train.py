@@ -32,7 +32,6 @@ from charlm.cli.options import (
 )
 from charlm.cli.output import print_json, train_summary
 from charlm.config import TrainConfig
-from charlm.errors import UsageError
 
 
 def train(
@@ -71,8 +70,7 @@ def train(
 
     Under torchrun (torchrun --nproc_per_node=N -m charlm train ...) the N processes train one model together.
     """
-    from charlm.training import distributed
-    from charlm.training import request as run
+    from charlm import training
     from charlm.ui.progress import TrainDisplay, train_done
 
     # Each setting under its ModelConfig/TrainConfig field name, never picked out of locals(): a renamed option
@@ -83,13 +81,10 @@ def train(
         "val_fraction": val_fraction, "eval_every": eval_every, "save_every": save_every, "keep": keep,
         "seed": seed, "device": device, "precision": precision,
     }  # fmt: skip
-    req = run.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given(settings))
-    many = distributed.launched()
-    if backend is not None and not many:
-        raise UsageError("--backend applies only to a run launched by torchrun")
-    main_rank = distributed.rank_info().is_main
+    req = training.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given(settings))
+    main_rank = training.RankInfo.from_env().is_main
     with TrainDisplay(quiet=quiet or not main_rank) as display:
-        result = distributed.train(req, display, backend or "auto") if many else run.train(req, display)
+        result = training.train(req, display, backend)
     if main_rank:
         train_done(result, quiet)
         if json_out:

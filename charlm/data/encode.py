@@ -1,32 +1,46 @@
-"""Encoding a corpus once, streaming, into a memory-mapped id file kept in the run folder.
+"""The one pipeline from a corpus to training data: its ids, encoded once into `<run>/data/ids.npy`.
 
-A corpus is read in chunks twice: a first pass counts its characters and finds its vocabulary, a second
-writes the ids (uint8, uint16 or uint32, the smallest that holds the vocabulary) into `<run>/data/ids.npy`,
-with a small JSON beside it. Training then reads windows of that file through a memory map, so memory use
-does not grow with the corpus. A later run (or a resume) on unchanged files reuses the id file.
+Every corpus takes it, whatever its size or source: one file or many, standard input, a --val FILE, the
+text of a fine-tuning run. A first pass counts the characters and finds the vocabulary, and the checks of
+charlm.data.corpus run on those figures before anything is written. A second pass writes the ids (uint8,
+uint16 or uint32, the smallest that holds the vocabulary) with plain writes into a temporary file, renamed
+into place once whole, with `ids.json` beside it. Training reads windows of the file through a memory map, so
+memory use does not grow with the corpus; under torchrun rank 0 encodes and the other ranks map its file.
+
+The ids are the training text followed by the validation text: its held-out tail (--val-fraction), or a
+--val FILE read as a group of its own (not joined by a newline). The vocabulary is every character of both,
+plus the characters of `vocab` when given: a fine-tuned model keeps its checkpoint's vocabulary and gains
+the new characters, and a resumed run keeps its own.
+
+Standard input is spooled as it is first read (see charlm.data.corpus.Corpus) and read again from the spool
+for the second pass: encoding it as it streams would need its vocabulary before its end. Its ids are never
+reused; a later run (or a resume) on unchanged files reuses the id file instead of encoding them again.
+
+The fingerprint is the SHA-256 of training text + NUL + validation text (first 16 hex digits), hashed as the
+ids are written; a resumed run refuses text whose fingerprint differs, before its id file is replaced.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
+import itertools
 import json
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from charlm.data.corpus import bad_utf8, check_figures, check_head, check_source, streams_problem
+from charlm.data.corpus import STDIN, Corpus, Piece, check_content, check_length, held_out
 from charlm.errors import CorpusError
 from charlm.tokenizer import CharTokenizer
 
-CHUNK_BYTES = 8 << 20
 FORMAT = 1
+IDS, META = "ids.npy", "ids.json"
 _MAX_CP = 0x10FFFF
 
 
@@ -38,13 +52,32 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-@dataclass
+def fingerprint(text: str) -> str:
+    """The fingerprint of text held in memory, "training + NUL + validation", as the encoder hashes it."""
+    return _hex(hashlib.sha256(text.encode("utf-8", "surrogatepass")))
+
+
+def _hex(digest: Any) -> str:
+    return digest.hexdigest()[:16]
+
+
+class CorpusChanged(CorpusError):
+    """The text is not the one a resumed run was trained on."""
+
+
+@dataclass(frozen=True)
 class EncodedCorpus:
-    ids: np.ndarray  # all characters' ids, memory-mapped; the last `val_chars` are validation
+    """An id file and what it holds; small, so rank 0 can send it to the other ranks, which map the file."""
+
+    path: Path
     tokenizer: CharTokenizer
     chars: int
-    val_chars: int
-    fingerprint: str  # sha256 of train text + NUL + validation text, as run.fingerprint computes it
+    val_chars: int  # the last this many ids are validation
+    fingerprint: str
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
 
     @property
     def train_ids(self) -> np.ndarray:
@@ -55,62 +88,12 @@ class EncodedCorpus:
         return self.ids[self.chars - self.val_chars :]
 
 
-@dataclass
-class _Piece:
-    """A chunk of the corpus: its UTF-8 bytes, and its text unless it is ASCII (then the bytes are the text)."""
+@dataclass(frozen=True)
+class Counts:
+    """What the first pass finds in each group of sources (training, then validation)."""
 
-    raw: bytes
-    text: str | None
-    nbytes: int  # file bytes it consumed, for the progress bar
-
-    def cps(self) -> np.ndarray:
-        if self.text is None:  # ASCII: one byte per character, no decoding needed
-            return np.frombuffer(self.raw, dtype=np.uint8)
-        return np.frombuffer(self.text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-    def utf8_prefix(self, chars: int) -> bytes:
-        return self.raw[:chars] if self.text is None else self.text[:chars].encode("utf-8", "surrogatepass")
-
-
-def _pieces(sources: list[str], replace_errors: bool) -> Iterator[_Piece]:
-    """The corpus in chunks; a newline is put between files that lack one at the end (as data.read_corpus
-    does). Errors are data.read_text's one-line CorpusErrors."""
-    ends_newline = True
-    for n, source in enumerate(sources):
-        path = check_source(source)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace" if replace_errors else "strict")
-        done = 0
-        try:
-            with open(path, "rb") as f:
-                while raw := f.read(CHUNK_BYTES):
-                    if not done:
-                        check_head(source, raw)
-                    lead = b"\n" if not done and n and not ends_newline else b""
-                    if raw.isascii() and not decoder.getstate()[0]:
-                        piece = _Piece(lead + raw, None, len(raw))
-                    else:
-                        text = lead.decode() + _decode(decoder, raw, source, done, f)
-                        piece = _Piece(text.encode("utf-8", "surrogatepass"), text, len(raw))
-                    done += len(raw)
-                    if piece.raw:
-                        ends_newline = piece.raw.endswith(b"\n")
-                        yield piece
-                tail = _decode(decoder, b"", source, done, f, final=True)
-                if tail:
-                    ends_newline = tail.endswith("\n")
-                    yield _Piece(tail.encode("utf-8", "surrogatepass"), tail, 0)
-        except PermissionError:
-            raise CorpusError(f"{source}: permission denied (cannot read it)") from None
-
-
-def _decode(decoder: Any, raw: bytes, source: str, done: int, f: Any, final: bool = False) -> str:
-    try:
-        return decoder.decode(raw, final)
-    except UnicodeDecodeError as e:
-        at = done + e.start
-        f.seek(0)
-        line = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(min(CHUNK_BYTES, at - f.tell())), b"")) + 1
-        raise bad_utf8(source, at, line) from None
+    chars: tuple[int, int]
+    distinct: tuple[str, str]  # the group's characters, in code-point order
 
 
 def _bar(total: int, what: str, show: bool) -> tqdm:
@@ -120,28 +103,40 @@ def _bar(total: int, what: str, show: bool) -> tqdm:
     )
 
 
-def scan(sources: list[str], replace_errors: bool = False, progress: bool = True) -> tuple[int, CharTokenizer | None]:
-    """First pass: the number of characters and the vocabulary (None for an empty corpus)."""
-    seen = np.zeros(_MAX_CP + 1, dtype=bool)
-    chars = 0
-    with _bar(sum(Path(s).stat().st_size for s in sources if Path(s).is_file()), "reading", progress) as bar:
-        for piece in _pieces(sources, replace_errors):
-            if piece.text is None:  # ASCII: bytes.translate drops the known characters at memory speed
-                known = np.flatnonzero(seen[:128]).astype(np.uint8).tobytes()
-                seen[np.frombuffer(piece.raw.translate(None, known), dtype=np.uint8)] = True
-                chars += len(piece.raw)
-            else:
-                cps = piece.cps()
-                seen[cps] = True  # a scatter: linear in the chunk, unlike np.unique's sort
-                chars += len(cps)
-            bar.update(piece.nbytes)
-    found = np.flatnonzero(seen)
-    return chars, (CharTokenizer(chr(int(c)) for c in found) if len(found) else None)
+def scan(corpus: Corpus, progress: bool = True) -> Counts:
+    """First pass: each group's characters and distinct characters."""
+    chars, distinct = [], []
+    with _bar(corpus.size(), "reading", progress) as bar:
+        for group in (0, 1):
+            seen, n = np.zeros(_MAX_CP + 1, dtype=bool), 0
+            for piece in corpus.pieces(group):
+                if piece.text is None:  # ASCII: bytes.translate drops the known characters at memory speed
+                    known = np.flatnonzero(seen[:128]).astype(np.uint8).tobytes()
+                    seen[np.frombuffer(piece.raw.translate(None, known), dtype=np.uint8)] = True
+                    n += len(piece.raw)
+                else:
+                    cps = piece.code_points()
+                    seen[cps] = True  # a scatter: linear in the chunk, unlike np.unique's sort
+                    n += len(cps)
+                bar.update(piece.nbytes)
+            chars.append(n)
+            distinct.append("".join(chr(int(c)) for c in np.flatnonzero(seen)))
+    return Counts((chars[0], chars[1]), (distinct[0], distinct[1]))
 
 
-def _write_ids(
-    sources: list[str], tok: CharTokenizer, path: Path, chars: int, n_train: int, replace_errors: bool, progress: bool
-) -> str:
+def _check_content(corpus: Corpus, counts: Counts) -> None:
+    """Every group with nothing to learn in it, in one CorpusError."""
+    problems = []
+    for group in (0, 1) if corpus.groups[1] else (0,):
+        try:
+            check_content(corpus.name(group), counts.chars[group], counts.distinct[group])
+        except CorpusError as e:
+            problems += e.problems
+    if problems:
+        raise CorpusError(problems)
+
+
+def _write_ids(corpus: Corpus, tok: CharTokenizer, path: Path, chars: int, n_train: int, progress: bool) -> str:
     """Second pass: ids into a .npy file at `path`; returns the fingerprint of train + NUL + validation.
 
     Written with plain writes, not through a memory map: pages written through a map count in the process's
@@ -150,94 +145,130 @@ def _write_ids(
     lut[[ord(c) for c in tok.chars]] = np.arange(tok.vocab_size)
     table = lut[:256].tobytes() if lut.dtype == np.uint8 else b""
     digest, pos = hashlib.sha256(), 0
-    with _bar(sum(Path(s).stat().st_size for s in sources), "encoding", progress) as bar, open(path, "wb") as out:
+    with _bar(corpus.size(), "encoding", progress) as bar, open(path, "wb") as out:
         header = {"descr": np.lib.format.dtype_to_descr(lut.dtype), "fortran_order": False, "shape": (chars,)}
         np.lib.format.write_array_header_1_0(out, header)
-        for piece in _pieces(sources, replace_errors):
-            cps = piece.cps()
+        for piece in itertools.chain(corpus.pieces(0), corpus.pieces(1)):
+            cps = piece.code_points()
             if pos < n_train <= pos + len(cps):  # the split falls in this chunk: NUL between the two parts
                 head = piece.utf8_prefix(n_train - pos)
                 digest.update(head + b"\x00")
                 digest.update(piece.raw[len(head) :])
             else:
                 digest.update(piece.raw)
-            if piece.text is None and lut.dtype == np.uint8:  # ASCII to uint8 ids: a byte translation table
-                out.write(piece.raw.translate(table))
-            else:
-                out.write(lut[cps].tobytes())
+            _write_chunk(out, piece, cps, lut, table)
             pos += len(cps)
             bar.update(piece.nbytes)
         out.flush()
         os.fsync(out.fileno())
-    return digest.hexdigest()[:16]
+    return _hex(digest)
 
 
-def _stamp(sources: list[str], replace_errors: bool, val_fraction: float) -> dict[str, Any]:
-    """What the cached ids depend on: each file's path, size and modification time, and the options."""
-    files = []
-    for s in sources:
-        st = os.stat(s)
-        files.append({"path": str(Path(s).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return {"format": FORMAT, "files": files, "replace_errors": replace_errors, "val_fraction": val_fraction}
+def _write_chunk(out: Any, piece: Piece, cps: np.ndarray, lut: np.ndarray, table: bytes) -> None:
+    if piece.text is None and table:  # ASCII to uint8 ids: a byte translation table
+        out.write(piece.raw.translate(table))
+    else:
+        out.write(lut[cps].tobytes())
 
 
-def check_trainable(
-    chars: int, val_chars: int, tok: CharTokenizer | None, name: str, seq_len: int, batch_size: int = 1
-) -> None:
-    """data.check_trainable from a scan's figures: refuse text no model can learn from."""
-    check_figures(name, chars, tok.chars if tok is not None else [], chars - val_chars, seq_len, " for training")
-    if problem := streams_problem(chars - val_chars, batch_size, seq_len):
-        raise CorpusError(problem)
+def _stamp(corpus: Corpus, val_fraction: float) -> dict[str, Any] | None:
+    """What the cached ids depend on: each file's path, size and modification time, and the options.
+    None for standard input, whose ids are never reused."""
+    if STDIN in corpus.groups[0] + corpus.groups[1]:
+        return None
+
+    def files(sources: list[str]) -> list[dict[str, Any]]:
+        stats = [(str(Path(s).resolve()), os.stat(s)) for s in sources]
+        return [{"path": p, "size": st.st_size, "mtime_ns": st.st_mtime_ns} for p, st in stats]
+
+    stamp = {"format": FORMAT, "files": files(corpus.groups[0]), "replace_errors": corpus.replace_errors}
+    stamp["val_fraction"] = val_fraction
+    if corpus.groups[1]:
+        stamp["val_files"] = files(corpus.groups[1])
+    return stamp
 
 
-def check_corpus(
-    sources: list[str], val_fraction: float, replace_errors: bool, seq_len: int, batch_size: int = 1
-) -> None:
-    """Every check encode_corpus makes, writing nothing (to report a corpus's problems beside others)."""
-    chars, tok = scan(sources, replace_errors, progress=False)
-    name = sources[0] if len(sources) == 1 else f"{len(sources)} files"
-    check_trainable(chars, int(chars * val_fraction), tok, name, seq_len, batch_size)
+def _cached(folder: Path, stamp: dict[str, Any] | None) -> dict[str, Any] | None:
+    """ids.json of an id file encoded from the same files with the same options, if there is one."""
+    if stamp is None:
+        return None
+    try:
+        meta = json.loads((folder / META).read_text())
+        if meta["stamp"] == stamp and len(np.load(folder / IDS, mmap_mode="r")) == meta["chars"]:
+            return meta
+    except (OSError, ValueError, KeyError):
+        pass  # a missing or damaged cache is rebuilt
+    return None
+
+
+def _expect(found: str, expect: str | None) -> None:
+    if expect is not None and found != expect:
+        raise CorpusChanged("the corpus differs from the one the run was trained on")
+
+
+def _figures(
+    corpus: Corpus, cached: dict[str, Any] | None, val_fraction: float, progress: bool
+) -> tuple[int, int, list[str]]:
+    """(characters, validation characters, distinct characters): from the cache, or counted and checked."""
+    if cached is not None:  # its text passed the checks when it was encoded
+        text_vocab = CharTokenizer.from_dict(cached.get("text_vocab", cached["vocab"]))
+        return cached["chars"], cached["val_chars"], text_vocab.chars
+    counts = scan(corpus, progress)
+    _check_content(corpus, counts)
+    chars = sum(counts.chars)
+    val_chars = counts.chars[1] if corpus.groups[1] else held_out(chars, val_fraction)
+    return chars, val_chars, list(counts.distinct[0] + counts.distinct[1])
+
+
+def _encode(
+    corpus: Corpus, folder: Path, enc: EncodedCorpus, meta: dict[str, Any], expect: str | None, progress: bool
+) -> EncodedCorpus:
+    """The second pass into a temporary file, renamed into place only if its fingerprint is the one expected."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".ids-{os.getpid()}.npy"
+    try:
+        fp = _write_ids(corpus, enc.tokenizer, tmp, enc.chars, enc.chars - enc.val_chars, progress)
+        _expect(fp, expect)  # refused before the run's own id file is replaced
+        os.replace(tmp, enc.path)  # whole or absent: a killed encode never leaves a short id file
+    finally:
+        tmp.unlink(missing_ok=True)
+    (folder / META).write_text(json.dumps({**meta, "fingerprint": fp}))
+    return replace(enc, fingerprint=fp)
 
 
 def encode_corpus(
-    sources: list[str],
+    sources: Sequence[str],
     folder: Path,
     val_fraction: float,
     replace_errors: bool = False,
     progress: bool = True,
     seq_len: int = 1,
     batch_size: int = 1,
-) -> EncodedCorpus:
-    """The corpus's ids as a memory map in `folder`, encoding the files only when the cache does not match.
-    A corpus no model can learn from (or too short for `seq_len`) raises CorpusError before anything is written.
+    *,
+    val: Sequence[str] = (),
+    vocab: CharTokenizer | None = None,
+    expect: str | None = None,
+    write: bool = True,
+) -> EncodedCorpus | None:
+    """The corpus's ids as a memory-mapped file in `folder`, encoding the sources only when no cache matches.
+
+    `val`: a validation file (else the last `val_fraction` is held out); `vocab`: characters the ids must hold
+    besides the text's; `expect`: the fingerprint a resumed run needs (CorpusChanged if it differs). A corpus
+    no model can learn from raises CorpusError before anything is written. With `write=False` only the checks
+    run, and None is returned unless a matching id file is already there.
     """
-    for source in sources:
-        check_source(source)
-    name = sources[0] if len(sources) == 1 else f"{len(sources)} files"
-    meta_path, ids_path = folder / "ids.json", folder / "ids.npy"
-    stamp = _stamp(sources, replace_errors, val_fraction)
-    if meta_path.is_file() and ids_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta["stamp"] == stamp:
-                ids = np.load(ids_path, mmap_mode="r")
-                if len(ids) == meta["chars"]:
-                    tok = CharTokenizer.from_dict(meta["vocab"])
-                    check_trainable(meta["chars"], meta["val_chars"], tok, name, seq_len, batch_size)
-                    return EncodedCorpus(ids, tok, meta["chars"], meta["val_chars"], meta["fingerprint"])
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache is rebuilt
-    chars, tok = scan(sources, replace_errors, progress)
-    val_chars = int(chars * val_fraction)
-    check_trainable(chars, val_chars, tok, name, seq_len, batch_size)
-    assert tok is not None
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".ids-{os.getpid()}.npy"
-    try:
-        fp = _write_ids(sources, tok, tmp, chars, chars - val_chars, replace_errors, progress)
-        os.replace(tmp, ids_path)  # whole or absent: a killed encode never leaves a short id file
-    finally:
-        tmp.unlink(missing_ok=True)
-    meta = {"stamp": stamp, "chars": chars, "val_chars": val_chars, "fingerprint": fp, "vocab": tok.to_dict()}
-    meta_path.write_text(json.dumps(meta))
-    return EncodedCorpus(np.load(ids_path, mmap_mode="r"), tok, chars, val_chars, fp)
+    with Corpus(sources, val, replace_errors) as corpus:
+        stamp = _stamp(corpus, val_fraction)
+        cached = _cached(folder, stamp)
+        chars, val_chars, text_chars = _figures(corpus, cached, val_fraction, progress)
+        check_length(corpus.name(), chars - val_chars, seq_len, batch_size, " for training")
+        tok = CharTokenizer([*text_chars, *(vocab.chars if vocab else [])])
+        if cached is not None and cached["vocab"] == tok.to_dict():
+            _expect(cached["fingerprint"], expect)
+            return EncodedCorpus(folder / IDS, tok, chars, val_chars, cached["fingerprint"])
+        if not write:
+            return None
+        enc = EncodedCorpus(folder / IDS, tok, chars, val_chars, "")
+        meta = {"stamp": stamp, "chars": chars, "val_chars": val_chars, "vocab": tok.to_dict()}
+        meta["text_vocab"] = CharTokenizer(text_chars).to_dict()  # what a later run with another `vocab` needs
+        return _encode(corpus, folder, enc, meta, expect, progress)

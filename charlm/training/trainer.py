@@ -1,7 +1,14 @@
 """Training: stateful truncated BPTT with AdamW, warmup then cosine decay, and gradient clipping.
 
-`Trainer` reports through one callback, ``on_event(kind, info)``, and prints nothing itself, so it can be
-driven from the CLI, a test or a notebook. Kinds: "start", "step", "eval", "save", "warn", "done".
+`Trainer` is the same on one process and on every rank of a torchrun job. It knows its rank (RankInfo) and
+calls the few hooks of charlm.training.distributed, which do nothing in a process of its own: the model runs
+under DDP, each rank reads its block of the streams, the loss, the clock and a stop signal are agreed on by
+all ranks, and the hidden state and RNG states are gathered for each checkpoint. Rank 0 alone validates (the
+others receive its figure), reports, writes metrics.jsonl and writes checkpoints; every rank takes the same
+collective steps in the same order, including a roll-back.
+
+It reports through one callback, ``on_event(kind, info)``, and prints nothing itself, so it can be driven
+from the CLI, a test or a notebook. Kinds: "start", "step", "eval", "save", "warn", "done".
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ import torch
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
-from charlm.data.corpus import TokenStreams
-from charlm.errors import CharlmError, CheckpointError
+from charlm.data.streams import TokenStreams
+from charlm.device import pick_device, pick_precision
+from charlm.errors import CharlmError
 from charlm.inference.evaluate import score_ids
 from charlm.model import CharGRU, lm_loss
 from charlm.tokenizer import CharTokenizer
+from charlm.training import distributed, state
+from charlm.training.distributed import RankInfo
+from charlm.training.schedule import get_lr
 
 OnEvent = Callable[[str, dict[str, Any]], None]
 VAL_MAX_CHARS = 2_000_000  # validation reads the first this many held-out characters
@@ -53,66 +64,14 @@ class TrainResult:
         return self.stopped_by not in ("max_steps", "max_time", "already_done")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CharlmError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CharlmError("--device mps: Apple's MPS backend is not available here (use --device cpu or auto)")
-    return torch.device(name)
+def _silent(kind: str, info: dict[str, Any]) -> None:
+    pass
 
 
-def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The dtype autocast runs the training step's matrix products in, or None for plain fp32.
-
-    "auto" takes bfloat16 only on a CPU that computes it natively (AVX512-BF16 or AMX): there the GRU trained
-    1.1-1.3x faster (more for wider models) while the weights, the optimizer state and the loss stay fp32.
-    Elsewhere (CUDA included: not measured there) auto means fp32; "bf16" asks for it wherever it is native.
-    """
-    if name == "fp32":
-        return None
-    if device.type == "cpu":
-        # private but stable helpers (torch >= 2.1); a build without them reports no native bf16
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        native = any(getattr(torch.cpu, f, lambda: False)() for f in checks)
-    elif device.type == "cuda":
-        native = name == "bf16" and torch.cuda.is_bf16_supported()
-    else:
-        native = False
-    if name == "bf16" and not native:
-        raise CharlmError(f"--precision bf16: this {device.type} has no native bfloat16 arithmetic (use fp32 or auto)")
-    return torch.bfloat16 if native else None
-
-
-def get_lr(step: int, progress: float, cfg: TrainConfig, scale: float = 1.0) -> float:
-    """Linear warmup over `warmup_steps`, then cosine decay from lr to lr * min_lr_ratio as progress goes 0 -> 1.
-
-    `progress` is the fraction of the budget spent, by steps or by time, whichever is further along. A time
-    budget has no step count to decay over, which torch's own schedulers need, hence this small function.
-    """
-    peak = cfg.lr * scale
-    if step < cfg.warmup_steps:
-        return peak * (step + 1) / cfg.warmup_steps
-    cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
-    return peak * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cos)
-
-
-def remap_vocab(weights: dict[str, torch.Tensor], old: CharTokenizer, new: CharTokenizer) -> dict[str, torch.Tensor]:
-    """Weights for a larger vocabulary: rows of known characters are copied, new characters start fresh."""
-    out = dict(weights)
-    idx = torch.tensor([old.id_of(c) if c in old else -1 for c in new.chars])
-    known = idx >= 0
-    for name, std in (("embed.weight", 1.0), ("head.weight", 0.01), ("head.bias", 0.0)):
-        w = weights[name]
-        fresh = torch.randn((new.vocab_size, *w.shape[1:]), dtype=w.dtype) * std
-        fresh[known] = w[idx[known]]
-        out[name] = fresh
-    return out
+def warn(on_event: OnEvent | None, message: str) -> None:
+    """A "warn" event, for code that reports through an optional callback."""
+    if on_event is not None:
+        on_event("warn", {"message": message})
 
 
 class Trainer:
@@ -125,16 +84,17 @@ class Trainer:
         on_event: OnEvent | None = None,
         resume_from: ckpt_io.Checkpoint | None = None,
         init_weights: dict[str, torch.Tensor] | None = None,
+        rank: RankInfo | None = None,
     ) -> None:
         self.run, self.cfg, self.data = run, cfg, data
-        self.emit = on_event or (lambda kind, info: None)
+        self.rank = rank or RankInfo()
+        self.emit: OnEvent = on_event if on_event is not None and self.rank.is_main else _silent
         self.device = pick_device(cfg.device)
         self.autocast = pick_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed)
         self.model = CharGRU(model_cfg).to(self.device)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
-        self.net: torch.nn.Module = self.model  # what the training step runs: the model, or a wrapper (DDP)
         self.opt = torch.optim.AdamW(
             self.model.parameters(),
             lr=cfg.lr,
@@ -142,30 +102,22 @@ class Trainer:
             weight_decay=cfg.weight_decay,
             fused=self.device.type in ("cpu", "cuda"),  # one kernel for all parameters: ~1.6 ms a step less on a CPU
         )
-        self.streams = TokenStreams(data.train_ids, cfg.batch_size, cfg.seq_len)
+        self.streams = TokenStreams(data.train_ids, cfg.batch_size, cfg.seq_len, self.rank.rows(cfg.batch_size))
         self.hidden: torch.Tensor | None = None
         self.step, self.elapsed, self.lr_scale = 0, 0.0, 1.0
         self.best_val_bpc: float | None = None
         self.stop_requested: str | None = None  # set by a signal handler (or a test) to stop cleanly
         if resume_from is not None:
             self._restore(resume_from)
+        else:
+            self._seed_rank()  # a new run: every rank has just seeded the same generator
+        self.net = distributed.wrap(self.model, self.device)  # what the step runs: the model, or DDP around it
 
     # ------------------------------------------------------------ state in and out of checkpoints
 
-    def _state_tensors(self) -> dict[str, torch.Tensor]:
-        t: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        if self.hidden is not None:
-            t["hidden"] = self.hidden
-        for i, s in self.opt.state_dict()["state"].items():
-            for k, v in s.items():
-                t[f"optim.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        return t
-
     def _meta(self, metrics: dict[str, Any]) -> dict[str, Any]:
         groups = self.opt.state_dict()["param_groups"]
-        return {
+        meta = {
             "model": self.model.config.to_dict(),
             "train": self.cfg.to_dict(),
             "vocab": self.data.tokenizer.to_dict(),
@@ -178,43 +130,40 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "optimizer": {"param_groups": groups},
         }
+        if self.rank.launched:
+            meta["distributed"] = {"world_size": self.rank.world_size}
+        return meta
 
     def _restore(self, ck: ckpt_io.Checkpoint) -> None:
         ckpt_io.load_weights(ck, self.model)
         t = ckpt_io.read_tensors(ck.path, ckpt_io.STATE)
+        state.load_optimizer(self.opt, t, ck)
         meta = ck.meta
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in t.items():
-            if k.startswith("optim."):
-                _, i, name = k.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        groups = meta["optimizer"]["param_groups"]
-        for g in groups:
-            g["betas"] = tuple(g["betas"])
-        try:
-            self.opt.load_state_dict({"state": state, "param_groups": groups})
-        except (ValueError, KeyError) as e:
-            raise CharlmError(f"{ck.path / ckpt_io.STATE}: optimizer state does not fit the model ({e})") from None
-        torch.set_rng_state(t["rng.cpu"])
-        if "rng.cuda" in t and self.device.type == "cuda":
-            torch.cuda.set_rng_state(t["rng.cuda"], self.device)
-        self.hidden = t["hidden"].to(self.device) if "hidden" in t else None
+        rows = self.rank.rows(self.cfg.batch_size)  # this rank's rows of the full state (all of them, alone)
+        self.hidden = t["hidden"].to(self.device)[:, rows].contiguous() if "hidden" in t else None
         self.step, self.elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
         self.lr_scale = float(meta.get("lr_scale", 1.0))
         self.best_val_bpc = meta.get("best_val_bpc")
         self.streams.offset = int(meta["data"]["offset"])
+        saved = int(meta.get("distributed", {}).get("world_size", 1))  # how many processes wrote it
+        if not state.restore_rng(t, self.device, self.rank, saved):
+            self._seed_rank()
+            if self.model.config.dropout:
+                what = f"resuming a {saved}-process run on {self.rank.world_size}: dropout masks will differ from "
+                self.emit("warn", {"message": what + "an uninterrupted run (the data and state continue exactly)"})
+
+    def _seed_rank(self) -> None:
+        """Ranks other than 0 draw their own dropout masks (rank 0 keeps the stream a single process would use)."""
+        if self.rank.rank:
+            torch.manual_seed(self.cfg.seed + 1_000_003 * self.rank.rank + self.step)
 
     def save(self, metrics: dict[str, Any]) -> Path:
-        """Write a checkpoint; if that fails (disk full, folder not writable), stop with an error that says
-        which checkpoint is the last good one. A "save" event is emitted only once the checkpoint is in place."""
-        try:
-            path = ckpt_io.save(self.run, self._meta(metrics), self.model.state_dict(), self._state_tensors())
-        except CheckpointError as e:
-            ckpts = ckpt_io.list_checkpoints(self.run)
-            last = f"the last good checkpoint is {ckpts[-1].path}" if ckpts else "no checkpoint was saved before"
-            raise CheckpointError(
-                f"{e}; {last} (make room, then continue with: charlm train --resume --out {self.run})"
-            ) from None
+        """Write a checkpoint (every rank calls this: the state is gathered from all; rank 0 writes).
+        A "save" event is emitted only once the checkpoint is in place."""
+        tensors = state.state_tensors(self.opt, self.hidden, self.device, self.rank)
+        if not self.rank.is_main:
+            return ckpt_io.step_dir(self.run, self.step)
+        path = state.save(self.run, self._meta(metrics), self.model.state_dict(), tensors)
         ckpt_io.prune(self.run, self.cfg.keep)
         self.emit("save", {"step": self.step, "path": path})
         return path
@@ -233,13 +182,15 @@ class Trainer:
         return p
 
     def validate(self) -> float | None:
-        if len(self.data.val_ids) < 2:
-            return None
-        # at most VAL_MAX_CHARS, so validating a huge corpus costs bounded time and memory
-        return score_ids(self.model, self.data.val_ids[:VAL_MAX_CHARS], self.device).bits_per_char
+        """Bits/char on the validation text: rank 0 scores it with a single process's code; all ranks get it."""
+        bpc = None
+        if self.rank.is_main and len(self.data.val_ids) >= 2:
+            # at most VAL_MAX_CHARS, so validating a huge corpus costs bounded time and memory
+            bpc = score_ids(self.model, self.data.val_ids[:VAL_MAX_CHARS], self.device).bits_per_char
+        return distributed.broadcast_object(bpc)
 
     def train_step(self) -> tuple[float, bool]:
-        """One optimizer step; returns (loss in nats/char, whether it was finite and applied)."""
+        """One optimizer step; returns (loss in nats/char over the whole batch, whether it was finite and applied)."""
         batch = self.streams.next_batch()
         if batch.reset:
             self.hidden = None
@@ -252,8 +203,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        value = loss.item()
-        if not (math.isfinite(value) and torch.isfinite(norm)):
+        value = distributed.mean(loss.item())  # each rank's loss is over its own rows
+        if not (math.isfinite(value) and torch.isfinite(norm)):  # the same on every rank: gradients are averaged
             self.hidden = None  # do not carry a state that may hold NaN
             return value, False
         self.opt.step()
@@ -261,6 +212,7 @@ class Trainer:
         return value, True
 
     def done_reason(self) -> str | None:
+        self.elapsed, self.stop_requested = distributed.agree(self.elapsed, self.stop_requested)
         if self.stop_requested:
             return self.stop_requested
         if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
@@ -298,18 +250,7 @@ class Trainer:
             bad, self.step = 0, self.step + 1
             loss_ema = loss if loss_ema is None else 0.9 * loss_ema + 0.1 * loss
             self.elapsed = base_elapsed + time.perf_counter() - t0
-            rate = (self.step - base_step) * self.streams.chars_per_batch / max(self.elapsed - base_elapsed, 1e-9)
-            self.emit(
-                "step",
-                {
-                    "step": self.step,
-                    "loss": loss_ema,
-                    "chars_per_sec": rate,
-                    "elapsed": self.elapsed,
-                    "progress": self.progress(),
-                    "lr": self.opt.param_groups[0]["lr"],
-                },
-            )
+            self._report_step(loss_ema, base_step, base_elapsed)
             at_eval = self.step % self.cfg.eval_every == 0
             at_save = self.cfg.save_every is not None and self.step % self.cfg.save_every == 0
             if (at_eval or at_save) and self.done_reason() is None:
@@ -318,9 +259,22 @@ class Trainer:
             last = self._checkpoint(loss_ema, evaluate=reason in ("max_steps", "max_time")) or last
         return self._result(reason, last)
 
+    def _report_step(self, loss_ema: float, base_step: int, base_elapsed: float) -> None:
+        """The "step" event; its rate counts only this session's steps (not those before a resume)."""
+        rate = (self.step - base_step) * self.streams.chars_per_batch / max(self.elapsed - base_elapsed, 1e-9)
+        info = {
+            "step": self.step,
+            "loss": loss_ema,
+            "chars_per_sec": rate,
+            "elapsed": self.elapsed,
+            "progress": self.progress(),
+            "lr": self.opt.param_groups[0]["lr"],
+        }
+        self.emit("step", info)
+
     def _checkpoint(self, train_loss: float | None, evaluate: bool) -> Path | None:
         """Validate (if asked) and save. Weights that are no longer finite are never saved: the run rolls back."""
-        if not self.weights_finite():
+        if not self.weights_finite():  # the same on every rank: DDP keeps the weights equal
             self.emit("warn", {"message": f"step {self.step}: the weights are not finite; not saving them"})
             self._roll_back()
             return None
@@ -337,7 +291,8 @@ class Trainer:
                 metrics["val_loss"] = val * math.log(2)
                 if self.best_val_bpc is None or val < self.best_val_bpc:
                     self.best_val_bpc = val
-            ckpt_io.append_metrics(self.run, metrics)
+            if self.rank.is_main:
+                ckpt_io.append_metrics(self.run, metrics)
             # the model and tokenizer let a display show a sample of the text as it improves
             self.emit("eval", {**metrics, "model": self.model, "tokenizer": self.data.tokenizer})
         return self.save(metrics)
@@ -358,16 +313,8 @@ class Trainer:
 
     def _result(self, reason: str, last: Path | None) -> TrainResult:
         best = ckpt_io.best_of(ckpt_io.list_checkpoints(self.run))
-        base = self.streams.chars_per_batch * self.step
-        result = TrainResult(
-            self.run,
-            self.step,
-            best.path if best else None,
-            self.best_val_bpc,
-            last,
-            base / self.elapsed if self.elapsed else 0.0,
-            self.elapsed,
-            reason,
-        )
+        rate = self.streams.chars_per_batch * self.step / self.elapsed if self.elapsed else 0.0
+        path = best.path if best else None
+        result = TrainResult(self.run, self.step, path, self.best_val_bpc, last, rate, self.elapsed, reason)
         self.emit("done", {"result": result})
         return result

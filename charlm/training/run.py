@@ -1,0 +1,122 @@
+"""`charlm train` from a request to a finished run, in one process or as one rank of a torchrun job.
+
+`train` is the one entry point, whether torchrun started the process or not. Under torchrun the process joins
+the process group first; rank 0 checks the request and encodes the corpus into the run folder while the other
+ranks wait, then sends them its plan, and they memory-map the id file it wrote. Every rank builds the same
+rank-aware Trainer; rank 0 alone holds the run lock. When torchrun restarts its workers after a fault, a run
+that has checkpoints resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+
+import torch
+
+from charlm import checkpoint as ckpt_io
+from charlm.errors import CharlmError, UsageError
+from charlm.tokenizer import CharTokenizer
+from charlm.training import distributed
+from charlm.training.distributed import RankInfo
+from charlm.training.request import RunPlan, TrainRequest, plan_run
+from charlm.training.trainer import OnEvent, TrainData, Trainer, TrainResult, warn
+
+
+def train(req: TrainRequest, on_event: OnEvent | None = None, backend: str | None = None) -> TrainResult:
+    """Check, lock the run folder, train; the lock is released however training ends.
+
+    `backend` (auto, gloo or nccl) applies only under torchrun; `on_event` hears only rank 0."""
+    rank = RankInfo.from_env()
+    if backend is not None and not rank.launched:
+        raise UsageError("--backend applies only to a run launched by torchrun")
+    on_event = on_event if rank.is_main else None
+    device = req.overrides.get("device", "auto")
+    if rank.launched and torch.cuda.is_available() and device != "cpu":
+        torch.cuda.set_device(rank.local_rank)
+    if rank.restart and req.out is not None and not req.resume and ckpt_io.list_checkpoints(req.out):
+        req = replace(req, resume=True)  # torchrun restarted the workers after a fault: continue the run
+        warn(on_event, f"restart {rank.restart}: resuming from the last checkpoint in {req.out}")
+    trainer = None
+    with distributed.process_group(rank, device, backend or "auto"):
+        try:
+            trainer = prepare(req, on_event, rank)
+            distributed.barrier()  # every rank has checked the run folder before rank 0 locks it
+            lock = ckpt_io.RunLock(trainer.run) if rank.is_main else nullcontext()
+            with lock, stop_on_signals(trainer):
+                result = trainer.fit()
+            distributed.barrier()
+            return result
+        finally:
+            if trainer is not None:
+                trainer.net = trainer.model  # release DDP (and its hold on the process group) before the group ends
+
+
+def prepare(req: TrainRequest, on_event: OnEvent | None = None, rank: RankInfo | None = None) -> Trainer:
+    """Check the request and build this process's Trainer; raises UsageError listing every problem.
+
+    Rank 0 checks and encodes the corpus while the others wait; they then build theirs from its plan."""
+    rank = rank or RankInfo()
+    plan, failure = None, None
+    if rank.is_main:
+        try:
+            plan = plan_run(req, on_event, rank.world_size)
+        except CharlmError as e:
+            failure = e
+    plan = distributed.broadcast_object(plan)  # rank 0's plan on every rank, or None if it failed
+    if plan is None:
+        raise failure or CharlmError(f"rank {rank.rank}: rank 0 could not start the run (its error says why)")
+    return build(plan, on_event, rank)
+
+
+def build(plan: RunPlan, on_event: OnEvent | None = None, rank: RankInfo | None = None) -> Trainer:
+    """The Trainer a plan describes, reading its ids through a memory map."""
+    tok = plan.corpus.tokenizer
+    data = TrainData(tok, plan.corpus.train_ids, plan.corpus.val_ids, plan.info)
+    weights = None
+    if plan.init_from is not None:
+        weights = ckpt_io.read_tensors(plan.init_from.path)
+        if plan.init_from.tokenizer.vocab_size != tok.vocab_size:
+            weights = remap_vocab(weights, plan.init_from.tokenizer, tok)
+    try:
+        return Trainer(plan.run, plan.model, plan.train, data, on_event, plan.resume_from, weights, rank)
+    except (RuntimeError, KeyError) as e:
+        raise CharlmError(f"cannot start training: {e}") from None
+
+
+def remap_vocab(weights: dict[str, torch.Tensor], old: CharTokenizer, new: CharTokenizer) -> dict[str, torch.Tensor]:
+    """Weights for a larger vocabulary: rows of known characters are copied, new characters start fresh."""
+    out = dict(weights)
+    idx = torch.tensor([old.id_of(c) if c in old else -1 for c in new.chars])
+    known = idx >= 0
+    for name, std in (("embed.weight", 1.0), ("head.weight", 0.01), ("head.bias", 0.0)):
+        w = weights[name]
+        fresh = torch.randn((new.vocab_size, *w.shape[1:]), dtype=w.dtype) * std
+        fresh[known] = w[idx[known]]
+        out[name] = fresh
+    return out
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """Ctrl-C or SIGTERM asks the trainer to stop after its current step and save; a second Ctrl-C quits at
+    once (every checkpoint already on disk is whole, since each is renamed into place only when complete)."""
+
+    def handler(signum: int, frame: object) -> None:
+        if trainer.stop_requested:
+            show_cursor = b"\x1b[?25h" if os.isatty(2) else b""  # a live progress bar hides it
+            last = ckpt_io.list_checkpoints(trainer.run)
+            where = f"; the last checkpoint is {last[-1].path}" if last else ""
+            os.write(2, show_cursor + f"\nstopped at once by a second interrupt{where}\n".encode())
+            os._exit(128 + signum)
+        trainer.stop_requested = signal.Signals(signum).name
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
