@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from charlm import __version__
-from charlm.cli import evaluate, explain, info, sample, train
+from charlm.cli import compare, evaluate, explain, info, sample, train
 from charlm.cli.output import silence_stdout
 from charlm.errors import CharlmError
 from charlm.ui.console import error
@@ -25,7 +25,16 @@ EXIT_CODES = (
     "A FILE of - reads stdin. Exit status: 0 success, 1 runtime failure, 2 usage error, "
     "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
 )
-COMMANDS = (train.train, sample.sample, evaluate.evaluate, info.info, info.plot, explain.explain, explain.units)
+COMMANDS = (
+    train.train,
+    sample.sample,
+    evaluate.evaluate,
+    info.info,
+    info.plot,
+    explain.explain,
+    explain.units,
+    compare.compare,
+)
 
 app = typer.Typer(
     help="Train character-level GRU language models on your own text, then sample from them and score text.",

@@ -19,6 +19,7 @@ from charlm import checkpoint as ckpt_io
 from charlm.config import CELLS, ModelConfig
 from charlm.errors import UsageError
 from charlm.model import count_params
+from charlm.training.request import default_out
 
 Match = Literal["params", "width"]
 MATCHES = ("params", "width")
@@ -80,6 +81,11 @@ def time_to_reach(metrics: list[dict[str, Any]], target: float | None) -> float 
         if v is not None and math.isfinite(v) and v <= target + 1e-12:
             return float(m["elapsed"])
     return None
+
+
+def default_parent(corpus: list[str]) -> Path:
+    """checkpoints/<corpus name>-compare, or -compare-2, -3 ... when that is taken."""
+    return default_out(corpus, suffix="-compare")
 
 
 def check_parent(parent: Path, cells: list[str]) -> None:

@@ -51,9 +51,12 @@ class RunPlan:
     init_from: ckpt_io.Checkpoint | None = None  # the checkpoint whose weights a fine-tuning run starts from
 
 
-def default_out(corpus: list[str], root: Path = ckpt_io.DEFAULT_ROOT, fresh: bool = True) -> Path:
-    """checkpoints/<first corpus name>, or <name>-2, -3 ... when that already holds a run (never overwrite)."""
-    stem = "stdin" if not corpus or corpus[0] == STDIN else Path(corpus[0]).stem or "run"
+def default_out(
+    corpus: list[str], root: Path = ckpt_io.DEFAULT_ROOT, fresh: bool = True, suffix: str = ""
+) -> Path:
+    """checkpoints/<first corpus name><suffix>, or with -2, -3 ... when that already holds something (never
+    overwrite)."""
+    stem = ("stdin" if not corpus or corpus[0] == STDIN else Path(corpus[0]).stem or "run") + suffix
     out, n = root / stem, 2
     while fresh and out.exists() and any(out.iterdir()):
         out, n = root / f"{stem}-{n}", n + 1

@@ -25,7 +25,7 @@ def compare_table(results: Sequence[CellResult]) -> Table:
     for r in results:
         best = "-" if r.best_val_bpc is None else f"{r.best_val_bpc:.4f}"
         table.add_row(
-            CELL_NAMES[r.cell],
+            r.cell.upper(),
             str(r.hidden),
             f"{r.params:,}",
             f"{r.chars_per_sec:,.0f}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,12 +31,33 @@ def plot_metrics(metrics: list[dict[str, Any]], out: Path | BinaryIO, title: str
     series = metric_points(metrics)
     if not any(series.values()):
         raise CharlmError(f"{title or 'this run'}: no metrics recorded yet (train until the first validation)")
+    _draw({LEGEND[name]: points for name, points in series.items()}, out, title, "step")
+
+
+def compared_runs(parent: Path) -> dict[str, list[tuple[float, float]]]:
+    """(training seconds, validation bits/char) per run folder directly inside `parent` (`charlm compare`'s)."""
+    curves = {}
+    for run in sorted(p for p in parent.iterdir() if p.is_dir() and ckpt_io.list_checkpoints(p)):
+        metrics = ckpt_io.read_metrics(run)
+        curves[run.name] = [(m["elapsed"], m["val_bpc"]) for m in metrics if m.get("val_bpc") is not None]
+    return curves
+
+
+def plot_compared(parent: Path, out: Path | BinaryIO) -> None:
+    """One validation curve per run of a `charlm compare` folder, against training time (their speeds differ)."""
+    curves = compared_runs(parent)
+    if not any(curves.values()):
+        raise CharlmError(f"{parent}: no validation recorded yet in its runs")
+    _draw(curves, out, f"{parent.name}: validation", "training seconds")
+
+
+def _draw(series: dict[str, list[tuple[Any, float]]], out: Path | BinaryIO, title: str, xlabel: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for name, points in series.items():
+    for label, points in series.items():
         if points:
-            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=LEGEND[name])
-    ax.set_xlabel("step")
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("bits per character")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -46,12 +68,20 @@ def plot_metrics(metrics: list[dict[str, Any]], out: Path | BinaryIO, title: str
 
 
 def plot_run(checkpoint: Path | None, output: Path | None) -> Path | None:
-    """Plot the run holding `checkpoint` to `output` (default RUN/curve.png; "-" is stdout); the file written."""
+    """Plot the run holding `checkpoint` (or every run in a `charlm compare` folder) to `output` (default
+    RUN/curve.png; "-" is stdout); the file written."""
+    parent = checkpoint is not None and checkpoint.is_dir() and not ckpt_io.list_checkpoints(checkpoint)
+    if parent and compared_runs(checkpoint):
+        return _write(lambda out: plot_compared(checkpoint, out), output or checkpoint / "curve.png")
     run = ckpt_io.resolve(checkpoint, "best").path.parent
-    target = output or run / "curve.png"
+    metrics = ckpt_io.read_metrics(run)
+    return _write(lambda out: plot_metrics(metrics, out, title=run.name), output or run / "curve.png")
+
+
+def _write(draw: Callable[[Path | BinaryIO], None], target: Path) -> Path | None:
     if str(target) == "-":
-        plot_metrics(ckpt_io.read_metrics(run), sys.stdout.buffer, title=run.name)
+        draw(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return None
-    plot_metrics(ckpt_io.read_metrics(run), target, title=run.name)
+    draw(target)
     return target
