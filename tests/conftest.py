@@ -87,6 +87,21 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def save_model():
+    """save_model(run, model, tokenizer) writes `model` as a checkpoint (step 1) of the run folder `run`, without
+    training it: for tests that need a checkpoint of a model they built by hand. Returns `run`."""
+    from charlm import checkpoint as ckpt_io
+    from charlm.config import TrainConfig
+
+    def save(run: Path, model, tok) -> Path:
+        meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
+        ckpt_io.save(run, meta, model.state_dict(), {})
+        return run
+
+    return save
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_run: Path):
     """(model, tokenizer) of the tiny run's best checkpoint, in eval mode on the CPU. Tests must not modify it."""
     from charlm import checkpoint as ckpt_io

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlm import checkpoint as ckpt_io
-from charlm.config import ModelConfig, TrainConfig
+from charlm.config import ModelConfig
 from charlm.model import (
     CharGRU,
     CharLM,
@@ -334,11 +334,10 @@ def test_char_lm_is_embedding_then_cell_then_head(cell: str) -> None:
 
 
 @pytest.mark.parametrize("cell,name", [("gru", "GRU"), ("lstm", "LSTM"), ("rnn", "plain RNN (tanh)")])
-def test_info_names_the_cell_and_counts_its_parameters(tmp_path, cell: str, name: str) -> None:
+def test_info_names_the_cell_and_counts_its_parameters(tmp_path, save_model, cell: str, name: str) -> None:
     """`charlm info` works its parameter count out by hand from the config; it must agree with the real model."""
     tok = CharTokenizer.from_text("abcdefg")
     model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=5, hidden=9, layers=3, cell=cell))
-    meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
-    d = info.describe(ckpt_io.resolve(ckpt_io.save(tmp_path / "run", meta, model.state_dict(), {})))
+    d = info.describe(ckpt_io.resolve(save_model(tmp_path / "run", model, tok)))
     assert d["model"]["parameters"] == model.num_params() and d["model"]["cell"] == cell
     assert f"model           {name}, 3 layer(s) x 9 hidden, embedding 5" in info.render(d)

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charlm import checkpoint as ckpt_io
-from charlm import training as run
 from charlm.config import ModelConfig
 from charlm.inference.evaluate import score_ids
 from charlm.inference.sample import SampleOptions, sample_many, stream
@@ -101,13 +100,8 @@ def test_evaluation_of_any_in_vocabulary_text_is_finite(data, seed) -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("props")
-    corpus = base / "c.txt"
-    corpus.write_text((ROOT / "corpora" / "markov.txt").read_text(encoding="utf-8")[:3000], encoding="utf-8")
-    over = {"hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4, "max_steps": 2, "eval_every": 1000}
-    run.train(run.TrainRequest([str(corpus)], base / "run", overrides=over))
-    return ckpt_io.step_dir(base / "run", 2)
+def checkpoint(tiny_run: Path) -> Path:
+    return ckpt_io.resolve(tiny_run, "latest").path
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

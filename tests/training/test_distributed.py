@@ -24,7 +24,7 @@ from charlm.data.streams import TokenStreams
 from charlm.errors import UsageError
 from charlm.training.distributed import RankInfo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS, EVERY = 6, 3
 OPTS = {
     "hidden": 16,

@@ -12,9 +12,8 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from charlm import checkpoint as ckpt_io
 from charlm.cli import app
-from charlm.config import ModelConfig, TrainConfig
+from charlm.config import ModelConfig
 from charlm.errors import UsageError
 from charlm.interpret.explain import explain, trace_gates
 from charlm.interpret.units import (
@@ -111,12 +110,11 @@ def test_units_finds_the_quote_cell_of_a_real_gru() -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple:
+def run(tmp_path_factory, save_model) -> tuple:
     tok = CharTokenizer.from_text(TEXT)
     model = quote_model(tok)
     out = tmp_path_factory.mktemp("units") / "run"
-    meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
-    ckpt_io.save(out, meta, model.state_dict(), {})
+    save_model(out, model, tok)
     text = out.parent / "text.txt"
     text.write_text(TEXT, encoding="utf-8")
     return out, text
@@ -219,11 +217,10 @@ def test_units_of_a_plain_rnn_are_its_h() -> None:
 
 
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
-def test_cli_units_and_explain_unit_for_each_cell(tmp_path, cell: str) -> None:
+def test_cli_units_and_explain_unit_for_each_cell(tmp_path, save_model, cell: str) -> None:
     tok = CharTokenizer.from_text(TEXT)
     model = quote_lstm(tok) if cell == "lstm" else CharLM(ModelConfig(vocab_size=tok.vocab_size, cell=cell, hidden=8))
-    meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
-    ckpt_io.save(tmp_path / "run", meta, model.state_dict(), {})
+    save_model(tmp_path / "run", model, tok)
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     res = CliRunner().invoke(app, ["units", str(tmp_path / "run"), str(tmp_path / "t.txt"), "--json", "-q"])
     assert res.exit_code == 0, res.output

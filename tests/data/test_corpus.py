@@ -16,7 +16,7 @@ import pytest
 
 from charlm import training as run
 
-CORPORA = Path(__file__).resolve().parents[1] / "corpora"
+CORPORA = Path(__file__).resolve().parents[2] / "corpora"
 MARKOV = CORPORA / "markov.txt"
 FLOOR = 0.250618  # bits/char: the entropy rate make_markov.py states for markov.txt
 MARGIN = 0.02  # how close to the floor the training test must get (it reaches about floor + 0.008)

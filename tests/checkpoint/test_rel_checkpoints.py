@@ -17,7 +17,7 @@ from charlm import checkpoint as ckpt_io
 from charlm import training as run
 from charlm.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MARKOV = ROOT / "corpora" / "markov.txt"
 TINY = {"hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4, "eval_every": 1000, "seed": 11}
 TRAIN_ONLY = {"seq_len": 16, "batch_size": 4, "eval_every": 1000, "max_steps": 2}

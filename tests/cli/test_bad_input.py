@@ -11,7 +11,7 @@ import pytest
 
 from charlm.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MARKOV = ROOT / "corpora" / "markov.txt"
 TINY = ["--hidden", "16", "--embed", "8", "--seq-len", "16", "--batch-size", "4", "-q"]
 

@@ -19,7 +19,7 @@ from charlm import checkpoint as ckpt_io
 from charlm import training as run
 from charlm.errors import RunLockedError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MARKOV = ROOT / "corpora" / "markov.txt"
 TINY = ["--hidden", "16", "--embed", "8", "--seq-len", "16", "--batch-size", "4", "--seed", "5"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from charlm import checkpoint as ckpt_io
 from charlm.cli import app
-from charlm.config import ModelConfig, TrainConfig
+from charlm.config import ModelConfig
 from charlm.inference.evaluate import score_ids
 from charlm.interpret.explain import (
     LayerTrace,
@@ -246,13 +246,11 @@ def test_html_screenshot_is_not_blank(setup, tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, setup) -> Path:
+def run(tmp_path_factory, setup, save_model) -> Path:
     """A run folder holding one checkpoint of the tiny 2-layer model (saved directly: no training needed)."""
     model, tok, _ = setup
     out = tmp_path_factory.mktemp("explain") / "run"
-    meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
-    ckpt_io.save(out, meta, model.state_dict(), {})
-    return out
+    return save_model(out, model, tok)
 
 
 def test_trace_runs_on_the_checkpoints_own_weights(run, setup) -> None:
@@ -405,10 +403,9 @@ def test_html_script_for_each_cell(other, tmp_path) -> None:
         assert "mean" not in out["tip"] and "layer 1: unit 5: h " in out["tip"]
 
 
-def test_cli_explain_gates_of_each_cell(other, tmp_path) -> None:
+def test_cli_explain_gates_of_each_cell(other, tmp_path, save_model) -> None:
     model, tok, _ = other
-    meta = {"model": model.config.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1}
-    ckpt_io.save(tmp_path / "run", meta, model.state_dict(), {})
+    save_model(tmp_path / "run", model, tok)
     res = invoke("explain", str(tmp_path / "run"), "--text", 'she "is"', "--json", "--gates", "-q")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

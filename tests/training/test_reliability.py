@@ -18,7 +18,7 @@ from charlm.checkpoint import format as ckpt_format
 from charlm.checkpoint import runs as ckpt_runs
 from charlm.errors import CheckpointError, UsageError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MARKOV = ROOT / "corpora" / "markov.txt"
 TINY = {"hidden": 16, "embed": 8, "seq_len": 16, "batch_size": 4, "eval_every": 1000, "seed": 3}
 
