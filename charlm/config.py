@@ -57,6 +57,7 @@ class TrainConfig:
     eval_every: int = 500  # steps between validations (and a checkpoint each time); each costs a pass over val
     save_every: int | None = None  # steps between extra checkpoints; None means at each validation only
     keep: int = 3  # how many recent checkpoints to keep, besides the best one
+    patience: int = 3  # validations without a new best before the learning rate is halved (twice), then stop; 0: off
     seed: int = 1337
     device: str = "auto"
     precision: str = "auto"  # arithmetic of the training step: auto, fp32 or bf16 (weights always stay fp32)
@@ -71,6 +72,8 @@ class TrainConfig:
                 out.append(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
         if self.keep < 1:
             out.append(f"--keep must be at least 1 (got {self.keep})")
+        if self.patience < 0:
+            out.append(f"--patience must be 0 (off) or more (got {self.patience})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             out.append(f"--lr must be a positive number (got {self.lr})")
         if self.max_time is not None and not self.max_time > 0:

@@ -54,6 +54,14 @@ def train(
     eval_every: EvalEvery = None,
     save_every: Annotated[Optional[int], setting("Steps between extra checkpoints.")] = None,
     keep: Annotated[Optional[int], setting("Recent checkpoints to keep, besides the best.", TrainConfig().keep)] = None,
+    patience: Annotated[
+        Optional[int],
+        setting(
+            "Validations without improvement before the learning rate is halved (at most twice, then training "
+            "stops early); 0 trains the whole budget.",
+            TrainConfig().patience,
+        ),
+    ] = None,
     seed: Seed = None,
     device: TrainDevice = None,
     precision: Precision = None,
@@ -79,6 +87,7 @@ def train(
         "cell": cell, "hidden": hidden, "layers": layers, "embed": embed, "dropout": dropout,
         "seq_len": seq_len, "batch_size": batch_size, "lr": lr, "max_steps": max_steps, "max_time": max_time,
         "val_fraction": val_fraction, "eval_every": eval_every, "save_every": save_every, "keep": keep,
+        "patience": patience,
         "seed": seed, "device": device, "precision": precision,
     }  # fmt: skip
     req = training.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given(settings))

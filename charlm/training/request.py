@@ -19,11 +19,12 @@ from charlm.data.corpus import STDIN
 from charlm.data.encode import CorpusChanged, EncodedCorpus, encode_corpus
 from charlm.errors import CheckpointError, CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
+from charlm.training.auto import configure
 from charlm.training.trainer import OnEvent, warn
 
 MODEL_KEYS = ("cell", "embed", "hidden", "layers", "dropout")
 # What may change when a run is resumed; everything else would break an exact continuation.
-RESUMABLE_KEYS = ("max_steps", "max_time", "eval_every", "save_every", "keep", "device", "precision")
+RESUMABLE_KEYS = ("max_steps", "max_time", "eval_every", "save_every", "keep", "patience", "device", "precision")
 DEFAULT_MAX_TIME = 300.0  # seconds, when neither --max-steps nor --max-time is given
 
 
@@ -49,6 +50,7 @@ class RunPlan:
     info: dict[str, Any]  # sources, sizes, fingerprint: saved in every checkpoint
     resume_from: ckpt_io.Checkpoint | None = None
     init_from: ckpt_io.Checkpoint | None = None  # the checkpoint whose weights a fine-tuning run starts from
+    auto: dict[str, Any] | None = None  # what automatic configuration chose and why (None: nothing to choose)
 
 
 def default_out(
@@ -214,8 +216,12 @@ def plan_run(req: TrainRequest, on_event: OnEvent | None = None, world_size: int
         "val_chars": enc.val_chars,
         "fingerprint": enc.fingerprint,
     }
+    auto = resume_ck.meta.get("auto") if resume_ck is not None else None  # a resumed run keeps its choice
+    if resume_ck is None and init_ck is None:
+        sizes = (enc.tokenizer.vocab_size, info["train_chars"], enc.val_chars)
+        model_over, cfg, auto = configure(req.overrides, model_over, cfg, *sizes, on_event)
     model_cfg = _model_config(model_over, enc.tokenizer, resume_ck, init_ck, on_event)
-    return RunPlan(out, model_cfg, cfg, enc, info, resume_ck, init_ck)
+    return RunPlan(out, model_cfg, cfg, enc, info, resume_ck, init_ck, auto)
 
 
 def _model_config(

@@ -82,9 +82,11 @@ def build(plan: RunPlan, on_event: OnEvent | None = None, rank: RankInfo | None 
         if plan.init_from.tokenizer.vocab_size != tok.vocab_size:
             weights = remap_vocab(weights, plan.init_from.tokenizer, tok)
     try:
-        return Trainer(plan.run, plan.model, plan.train, data, on_event, plan.resume_from, weights, rank)
+        trainer = Trainer(plan.run, plan.model, plan.train, data, on_event, plan.resume_from, weights, rank)
     except (RuntimeError, KeyError) as e:
         raise CharlmError(f"cannot start training: {e}") from None
+    trainer.auto = plan.auto
+    return trainer
 
 
 def remap_vocab(weights: dict[str, torch.Tensor], old: CharTokenizer, new: CharTokenizer) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from charlm.model import CharGRU, lm_loss
 from charlm.tokenizer import CharTokenizer
 from charlm.training import distributed, state
 from charlm.training.distributed import RankInfo
-from charlm.training.schedule import get_lr
+from charlm.training.schedule import Plateau, get_lr
 
 OnEvent = Callable[[str, dict[str, Any]], None]
 VAL_MAX_CHARS = 2_000_000  # validation reads the first this many held-out characters
@@ -57,11 +57,12 @@ class TrainResult:
     last: Path | None
     chars_per_sec: float
     elapsed: float
-    stopped_by: str  # "max_steps", "max_time", "already_done", or what interrupted it ("SIGINT", "SIGTERM")
+    stopped_by: str  # "max_steps", "max_time", "early_stop", "already_done", or what interrupted it ("SIGINT"...)
+    early_stop: str | None = None  # why validation said to stop before the budget was spent
 
     @property
     def interrupted(self) -> bool:
-        return self.stopped_by not in ("max_steps", "max_time", "already_done")
+        return self.stopped_by not in ("max_steps", "max_time", "early_stop", "already_done")
 
 
 def _silent(kind: str, info: dict[str, Any]) -> None:
@@ -107,6 +108,9 @@ class Trainer:
         self.step, self.elapsed, self.lr_scale = 0, 0.0, 1.0
         self.best_val_bpc: float | None = None
         self.stop_requested: str | None = None  # set by a signal handler (or a test) to stop cleanly
+        self.plateau = Plateau(patience=max(cfg.patience, 1))  # cuts the learning rate, then stops early
+        self.early_stop: str | None = None  # why the plateau rule ended the run
+        self.auto: dict[str, Any] | None = None  # what automatic configuration chose, kept in every checkpoint
         if resume_from is not None:
             self._restore(resume_from)
         else:
@@ -129,7 +133,10 @@ class Trainer:
             "data": {**self.data.info, "offset": self.streams.offset},
             "lr_scale": self.lr_scale,
             "optimizer": {"param_groups": groups},
+            "plateau": self.plateau.to_dict(),
         }
+        if self.auto is not None:
+            meta["auto"] = self.auto
         if self.rank.launched:
             meta["distributed"] = {"world_size": self.rank.world_size}
         return meta
@@ -143,6 +150,10 @@ class Trainer:
         self.hidden = t["hidden"].to(self.device)[:, rows].contiguous() if "hidden" in t else None
         self.step, self.elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
         self.lr_scale = float(meta.get("lr_scale", 1.0))
+        if "plateau" in meta:
+            self.plateau = Plateau.from_dict(meta["plateau"])
+            self.plateau.patience = max(self.cfg.patience, 1)  # --patience may change on resume
+        self.auto = meta.get("auto")
         self.best_val_bpc = meta.get("best_val_bpc")
         self.streams.offset = int(meta["data"]["offset"])
         saved = int(meta.get("distributed", {}).get("world_size", 1))  # how many processes wrote it
@@ -215,6 +226,8 @@ class Trainer:
         self.elapsed, self.stop_requested = distributed.agree(self.elapsed, self.stop_requested)
         if self.stop_requested:
             return self.stop_requested
+        if self.early_stop is not None:
+            return "early_stop"
         if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
             return "max_steps"
         if self.cfg.max_time is not None and self.elapsed >= self.cfg.max_time:
@@ -256,7 +269,7 @@ class Trainer:
             if (at_eval or at_save) and self.done_reason() is None:
                 last = self._checkpoint(loss_ema, evaluate=at_eval) or last
         if last is None or ckpt_io.step_dir(self.run, self.step) != last:
-            last = self._checkpoint(loss_ema, evaluate=reason in ("max_steps", "max_time")) or last
+            last = self._checkpoint(loss_ema, evaluate=reason in ("max_steps", "max_time", "early_stop")) or last
         return self._result(reason, last)
 
     def _report_step(self, loss_ema: float, base_step: int, base_elapsed: float) -> None:
@@ -291,11 +304,25 @@ class Trainer:
                 metrics["val_loss"] = val * math.log(2)
                 if self.best_val_bpc is None or val < self.best_val_bpc:
                     self.best_val_bpc = val
+                self._after_validation(metrics["val_loss"])
             if self.rank.is_main:
                 ckpt_io.append_metrics(self.run, metrics)
             # the model and tokenizer let a display show a sample of the text as it improves
             self.emit("eval", {**metrics, "model": self.model, "tokenizer": self.data.tokenizer})
         return self.save(metrics)
+
+    def _after_validation(self, loss: float) -> None:
+        """The plateau rule (charlm.training.schedule): lower the learning rate, or stop early, and say why.
+        Every rank gets the same validation figure, so every rank takes the same decision."""
+        if self.cfg.patience < 1:
+            return
+        decision = self.plateau.update(loss, self.step)
+        if decision.action == "decay":
+            self.lr_scale *= self.plateau.factor
+        elif decision.action == "stop":
+            self.early_stop = decision.reason
+        if decision.action != "continue":
+            self.emit("note", {"message": f"step {self.step}: {decision.reason}"})
 
     def _roll_back(self) -> None:
         ckpts = ckpt_io.list_checkpoints(self.run)
@@ -315,6 +342,8 @@ class Trainer:
         best = ckpt_io.best_of(ckpt_io.list_checkpoints(self.run))
         rate = self.streams.chars_per_batch * self.step / self.elapsed if self.elapsed else 0.0
         path = best.path if best else None
-        result = TrainResult(self.run, self.step, path, self.best_val_bpc, last, rate, self.elapsed, reason)
+        result = TrainResult(
+            self.run, self.step, path, self.best_val_bpc, last, rate, self.elapsed, reason, self.early_stop
+        )
         self.emit("done", {"result": result})
         return result

@@ -30,6 +30,7 @@ def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
         "data": meta.get("data", {}),
         "metrics": ckpt_io.read_metrics(run),
         "charlm_version": meta.get("charlm_version"),
+        "auto": meta.get("auto"),
     }
 
 
@@ -49,6 +50,8 @@ def render(d: dict[str, Any]) -> str:
         f"trained on      {', '.join(data.get('sources', [])) or '-'} "
         f"({data.get('train_chars', 0):,} training + {data.get('val_chars', 0):,} validation characters)",
     ]
+    if d.get("auto"):  # the settings automatic configuration chose, and its reason
+        lines += [f"{'chosen' if i == 0 else '':<16}{line}" for i, line in enumerate(d["auto"]["reason"].splitlines())]
     curve = curves(metric_series(d["metrics"]), width=40)
     if curve:
         lines.append(f"curve           bits/char at each of {len(d['metrics'])} evaluations, oldest first:")

@@ -112,6 +112,8 @@ class TrainDisplay:
             warn(info["message"], self.console)
         elif self.quiet:
             return
+        elif kind == "note":  # automatic configuration, calibration, the plateau rule: why, in a line
+            self.log(info["message"])
         elif kind == "start":
             self.log(
                 f"training on {info['device']} ({info['precision']}): {info['params']:,} parameters, "
@@ -167,6 +169,8 @@ def train_done(result: Any, quiet: bool = False) -> None:
         f"chars/s; best validation {best}"
     )
     err_console.print(f"checkpoint: {result.best}", soft_wrap=True)
+    if result.early_stop:
+        err_console.print(result.early_stop, soft_wrap=True)
     if result.interrupted:
         err_console.print(f"stopped by {result.stopped_by}; continue with: charlm train --resume --out {result.run}")
     err_console.print(f"sample from it with: charlm sample {result.run}", soft_wrap=True)

@@ -1,0 +1,212 @@
+"""The sizing rule: the model and training settings that make the best use of a budget, a corpus and a device.
+
+`choose` is a pure function of what is known before training starts: the budget (seconds or steps), the size of
+the training text and its vocabulary, and the device's speed (a `SpeedModel`, measured by `calibrate`). It
+reasons in characters read: for each candidate shape the budget buys `seconds x chars/s` of them, and
+
+* passes over the text are capped at MAX_PASSES, where dropout reaches DROPOUT_MAX: beyond it the model
+  memorises the training text, so a longer budget trains the same model and stops early (never a worse one);
+* width and depth: the largest candidate that reads at least CHARS_PER_PARAM characters per parameter within
+  that plan (a bigger model learns more per character, but one that reads too little is still far from
+  trained when the plan ends);
+* dropout grows with the planned passes, from none at DROPOUT_FROM up to DROPOUT_MAX;
+* batch: 32 streams, doubled while that trains BATCH_GAIN times faster (a GPU, whose step is mostly the
+  recurrence's latency); the learning rate grows with the batch's square root;
+* validation: often enough for the plateau rule (about EVALS_PER_RUN per run), rarely enough to cost at most
+  EVAL_COST of the time.
+
+Every option the user gave is kept as given, and the rest is chosen around it. The constants were fit to
+benchmarks/sweep.py (tiny Shakespeare, a 200,000-character part of it, corpora/markov.txt; see the README).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from charlm.training.calibrate import Shape, SpeedModel
+
+CANDIDATES = ((1, 128), (1, 256), (2, 256), (2, 384), (2, 512), (2, 768), (3, 1024), (3, 1536))
+CHARS_PER_PARAM = 3.0  # the fewest characters per parameter a chosen model reads in its plan
+DROPOUT_FROM, DROPOUT_SLOPE, DROPOUT_MAX = 5.0, 0.16, 0.2  # dropout = slope * log2(passes / from), capped
+MAX_PASSES = DROPOUT_FROM * 2 ** (DROPOUT_MAX / DROPOUT_SLOPE)  # ~11.9: where dropout reaches its cap
+OVERHEAD = 0.9  # share of a run's time spent in training steps (the rest: validation, batching)
+BATCH_GAIN, MIN_STEPS = 1.25, 2000  # see batch_for
+BATCH_START, BATCH_MAX = 32, 1024  # the batch starts at 32 streams (tuned on a CPU) and may double up to 1024
+BASE_LR, BASE_BATCH, MAX_LR = 3e-3, 32, 1e-2
+SEQ_LEN = 64
+EVAL_SPEEDUP = 3.0  # validation runs forward only: about this many times the training speed
+EVAL_COST, EVALS_PER_RUN = 0.04, 20
+MODEL_KEYS = ("embed", "hidden", "layers", "dropout")
+TRAIN_KEYS = ("batch_size", "seq_len", "lr", "weight_decay", "eval_every")
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    model: dict[str, Any]  # ModelConfig fields: embed, hidden, layers, dropout
+    train: dict[str, Any]  # TrainConfig fields: batch_size, seq_len, lr, eval_every, and max_steps when capped
+    chars_per_sec: float  # predicted training speed of the chosen shape
+    planned_chars: float  # characters it will read: what the budget buys, at most MAX_PASSES over the text
+    passes: float  # planned_chars over the training text's length
+    reason: str  # one or two lines for the user: what was chosen and why
+
+
+@dataclass(frozen=True)
+class Plan:
+    shape: Shape
+    chars_per_sec: float
+    bought: float  # characters the budget buys for this shape
+    chars: float  # characters it will read: `bought`, at most MAX_PASSES passes over the text
+
+    def steps(self) -> int:
+        return max(1, int(self.chars // (self.shape.batch_size * self.shape.seq_len)))
+
+
+def dropout_for(passes: float) -> float:
+    """None for a few passes over the text; then more with every doubling of the passes, up to DROPOUT_MAX."""
+    if passes <= DROPOUT_FROM:
+        return 0.0
+    return round(min(DROPOUT_MAX, DROPOUT_SLOPE * math.log2(passes / DROPOUT_FROM)), 2)
+
+
+def batch_for(shape: Shape, speed: SpeedModel, vocab_size: int, train_chars: int, most_chars: float) -> int:
+    """32 streams, doubled while that reads BATCH_GAIN times as many characters a second (a step that is mostly
+    the recurrence's latency, as on a GPU) and the plan, at most `most_chars`, still has MIN_STEPS steps."""
+    fits = max(1, (train_chars - 1) // (16 * shape.seq_len))  # every stream at least 16 windows long
+    b = min(BATCH_START, max(1, (train_chars - 1) // shape.seq_len))
+    while 2 * b <= min(fits, BATCH_MAX):
+        now, wider = speed.chars_per_sec(shape.with_batch(b), vocab_size), shape.with_batch(2 * b)
+        faster = speed.chars_per_sec(wider, vocab_size)
+        if faster < BATCH_GAIN * now or most_chars < MIN_STEPS * 2 * b * shape.seq_len:
+            break
+        b *= 2
+    return b
+
+
+def lr_for(batch_size: int) -> float:
+    """BASE_LR at the batch it was tuned for, growing with the square root of the batch (more stable gradients)."""
+    return round(min(MAX_LR, BASE_LR * math.sqrt(batch_size / BASE_BATCH)), 5)
+
+
+def eval_every_for(plan: Plan, val_chars: int) -> int:
+    """About EVALS_PER_RUN validations, but fewer when a validation would cost over EVAL_COST of the time."""
+    step_s = plan.shape.batch_size * plan.shape.seq_len / plan.chars_per_sec
+    eval_s = min(val_chars, 2_000_000) / (plan.chars_per_sec * EVAL_SPEEDUP)  # validation reads at most 2M
+    every = max(plan.steps() / EVALS_PER_RUN, eval_s / (EVAL_COST * step_s), 10)
+    unit = 50 if every > 100 else 10  # round numbers, for the progress display
+    return int(math.ceil(every / unit) * unit)
+
+
+def _plans(
+    over: dict[str, Any], vocab_size: int, train_chars: int, speed: SpeedModel, seconds: float | None, steps: int | None
+) -> list[Plan]:
+    """A plan per candidate shape, with the given options in place of the candidate's own values."""
+
+    def bought(s: Shape) -> float:  # characters the budget buys for this shape: in its time or its steps
+        chars = [seconds * OVERHEAD * speed.chars_per_sec(s, vocab_size)] if seconds is not None else []
+        return min(chars + ([steps * s.batch_size * s.seq_len] if steps is not None else []))
+
+    shapes = {
+        Shape(
+            over.get("layers", layers),
+            over.get("hidden", hidden),
+            over.get("embed", 64),
+            over.get("batch_size", BATCH_START),
+            over.get("seq_len", SEQ_LEN),
+        )
+        for layers, hidden in CANDIDATES
+    }
+    plans = []
+    for s in shapes:
+        if not over.get("batch_size"):  # the most a plan could read, at the largest batch: for the step count
+            most = min(bought(s.with_batch(BATCH_MAX)), MAX_PASSES * train_chars)
+            s = s.with_batch(batch_for(s, speed, vocab_size, train_chars, most))
+        plans.append(Plan(s, speed.chars_per_sec(s, vocab_size), bought(s), min(bought(s), MAX_PASSES * train_chars)))
+    return sorted(plans, key=lambda p: p.shape.params(vocab_size))
+
+
+def pick(plans: list[Plan], vocab_size: int) -> Plan:
+    """The largest plan whose model reads at least CHARS_PER_PARAM characters per parameter; else the smallest."""
+    fit = [p for p in plans if p.chars >= CHARS_PER_PARAM * p.shape.params(vocab_size)]
+    return fit[-1] if fit else plans[0]
+
+
+def choose(
+    vocab_size: int,
+    train_chars: int,
+    speed: SpeedModel,
+    budget_seconds: float | None = None,
+    budget_steps: int | None = None,
+    val_chars: int = 0,
+    device_kind: str = "cpu",
+    overrides: dict[str, Any] | None = None,
+) -> AutoChoice:
+    """The model and training settings for this budget, text and device. `overrides`, the options the user gave
+    by ModelConfig/TrainConfig field name (None or "auto" for not given), are kept, and the rest is chosen
+    around them: a given --hidden still gets its depth, dropout and batch chosen for it."""
+    if budget_seconds is None and budget_steps is None:
+        raise ValueError("choose needs a budget: budget_seconds or budget_steps")
+    over = {k: v for k, v in (overrides or {}).items() if v is not None and v != "auto"}
+    plan = pick(_plans(over, vocab_size, train_chars, speed, budget_seconds, budget_steps), vocab_size)
+    s, passes = plan.shape, plan.chars / max(train_chars, 1)
+    model = {"embed": s.embed, "hidden": s.hidden, "layers": s.layers, "dropout": dropout_for(passes)}
+    train = {"batch_size": s.batch_size, "seq_len": s.seq_len, "lr": lr_for(s.batch_size)}
+    train["eval_every"] = eval_every_for(plan, val_chars)
+    if plan.chars < plan.bought and budget_steps is None:  # a given --max-steps is kept; a time budget is capped
+        train["max_steps"] = plan.steps()
+    model.update({k: over[k] for k in MODEL_KEYS if k in over})
+    train.update({k: over[k] for k in TRAIN_KEYS if k in over})
+    reason = _reason(model, train, plan, train_chars, budget_seconds, budget_steps, device_kind, over)
+    return AutoChoice(model, train, plan.chars_per_sec, plan.chars, passes, reason)
+
+
+def _reason(
+    model: dict[str, Any],
+    train: dict[str, Any],
+    plan: Plan,
+    train_chars: int,
+    seconds: float | None,
+    steps: int | None,
+    device_kind: str,
+    over: dict[str, Any],
+) -> str:
+    """E.g. 'auto: 2x384, dropout 0.1, batch 32x64, lr 0.003: 10 min at ~11k chars/s on cpu is ~5.9M characters,
+    5.3 passes over 1.1M'; a second line when passes were capped or options were kept as given."""
+    s = plan.shape
+    if steps is not None and steps * s.batch_size * s.seq_len <= plan.bought:
+        bought = f"{steps:,} steps of {s.batch_size}x{s.seq_len}"
+    else:
+        bought = f"{_duration(seconds or 0.0)} at ~{_count(plan.chars_per_sec)} chars/s on {device_kind}"
+    line = (
+        f"auto: {model['layers']}x{model['hidden']}, dropout {model['dropout']:g}, batch {train['batch_size']}x"
+        f"{train['seq_len']}, lr {train['lr']:g}: {bought} is ~{_count(plan.bought)} characters, "
+        f"{_passes(plan.bought / max(train_chars, 1))} passes over {_count(train_chars)}"
+    )
+    notes = []
+    if "max_steps" in train:
+        notes.append(
+            f"it stops after {plan.chars / max(train_chars, 1):.0f} passes ({train['max_steps']:,} steps): "
+            "more would memorise the text"
+        )
+    kept = [f"--{k.replace('_', '-')}" for k in (*MODEL_KEYS, *TRAIN_KEYS) if k in over]
+    if kept:
+        notes.append(f"kept as given: {', '.join(kept)}")
+    return line + ("\n" + "; ".join(notes) if notes else "")
+
+
+def _count(n: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{suffix}" if n < 10 * size else f"{n / size:.0f}{suffix}"
+    return f"{n:.0f}"
+
+
+def _passes(n: float) -> str:
+    return f"{n:.1f}" if n < 10 else f"{n:,.0f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

@@ -1,0 +1,107 @@
+"""The sizing rule: what it chooses for a CPU like this one, a laptop and a GPU, and that given options win.
+
+The speeds are SpeedModels: REFERENCE is this project's 2-core AMD EPYC in fp32 (measured); the laptop and the
+GPU are plausible profiles (a faster CPU; a GPU whose step is mostly latency until the batch is large), not
+measurements. The rule is a pure function, so these tests need no training and no timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from charlm.training.autoconfig import MAX_PASSES, choose, dropout_for
+from charlm.training.calibrate import REFERENCE, Shape, SpeedModel
+
+LAPTOP = SpeedModel(latency=1.5e-4, flop_rate=3e11)
+GPU = SpeedModel(latency=5e-5, flop_rate=3e13)
+MB = 1_000_000
+
+
+def shape(c) -> str:  # noqa: ANN001 - an AutoChoice
+    return f"{c.model['layers']}x{c.model['hidden']}"
+
+
+def test_a_small_corpus_for_a_minute_on_this_cpu_gets_a_small_fast_model() -> None:
+    c = choose(65, 180_000, REFERENCE, budget_seconds=60, val_chars=20_000)
+    assert shape(c) == "1x256" and c.train["batch_size"] == 32 and c.train["lr"] == 3e-3
+    assert 0.1 < c.model["dropout"] <= 0.25  # ~13 passes over the text: it would start to memorise it
+    assert "1 min at ~44k chars/s on cpu" in c.reason and "passes over 180k" in c.reason
+
+
+def test_one_megabyte_on_this_cpu_three_then_ten_minutes() -> None:
+    three = choose(65, MB, REFERENCE, budget_seconds=180, val_chars=111_000)
+    ten = choose(65, MB, REFERENCE, budget_seconds=600, val_chars=111_000)
+    assert shape(three) == "2x256" and three.model["dropout"] == 0.0  # 3 passes: nothing to regularise yet
+    assert shape(ten) == "2x384"  # more time: a wider model, still reading 4 characters per parameter
+    assert ten.model["dropout"] >= three.model["dropout"]
+    assert "max_steps" not in ten.train  # 6 passes: the whole budget is used
+    assert three.train["eval_every"] == ten.train["eval_every"] == 500  # validating 111k costs ~4% at 500
+
+
+def test_twenty_megabytes_on_a_gpu_get_a_wide_model_and_a_large_batch() -> None:
+    gpu = choose(100, 20 * MB, GPU, budget_seconds=600, val_chars=2 * MB, device_kind="cuda")
+    cpu = choose(100, 20 * MB, REFERENCE, budget_seconds=600, val_chars=2 * MB)
+    assert shape(gpu) == "3x1024" and gpu.train["batch_size"] >= 128 and gpu.train["lr"] > 3e-3
+    assert shape(cpu) == "2x384" and cpu.train["batch_size"] == 32
+    assert gpu.model["dropout"] < 0.1  # 6 passes over 20 MB
+    assert "on cuda" in gpu.reason
+
+
+def test_a_laptop_sits_between() -> None:
+    sizes = [shape(choose(65, 20 * MB, s, budget_seconds=600)) for s in (REFERENCE, LAPTOP, GPU)]
+    assert sizes == ["2x384", "2x512", "3x1024"]
+
+
+def test_long_budgets_on_a_small_text_stop_at_max_passes() -> None:
+    c = choose(65, 180_000, GPU, budget_seconds=600, device_kind="cuda")
+    steps = c.train["max_steps"]
+    assert steps * c.train["batch_size"] * c.train["seq_len"] == pytest.approx(MAX_PASSES * 180_000, rel=0.01)
+    assert c.model["dropout"] == dropout_for(MAX_PASSES)
+    assert f"it stops after {MAX_PASSES:.0f} passes" in c.reason and "memorise" in c.reason
+
+
+@pytest.mark.parametrize(("chars", "speed"), [(180_000, REFERENCE), (MB, REFERENCE), (MB, GPU), (20 * MB, GPU)])
+def test_more_time_never_gets_a_smaller_model_or_fewer_characters(chars: int, speed: SpeedModel) -> None:
+    choices = [choose(65, chars, speed, budget_seconds=t) for t in (15, 30, 60, 120, 180, 300, 600, 1800, 3600)]
+    params = [Shape(c.model["layers"], c.model["hidden"], c.model["embed"]).params(65) for c in choices]
+    assert params == sorted(params)
+    assert [c.planned_chars for c in choices if shape(c) == shape(choices[-1])] == sorted(
+        c.planned_chars for c in choices if shape(c) == shape(choices[-1])
+    )
+
+
+def test_a_step_budget_plans_exactly_those_steps() -> None:
+    c = choose(65, MB, REFERENCE, budget_steps=1000)
+    assert c.planned_chars == 1000 * 32 * 64 and "1,000 steps of 32x64" in c.reason
+    both = choose(65, MB, REFERENCE, budget_seconds=10, budget_steps=100_000)  # whichever ends first
+    assert both.planned_chars < 100_000 * 32 * 64 and "10 s at" in both.reason
+
+
+def test_given_options_win_and_the_rest_is_chosen_around_them() -> None:
+    given = {"hidden": 512, "dropout": 0.5, "batch_size": 16, "lr": 1e-3, "eval_every": 7}
+    c = choose(65, MB, REFERENCE, budget_seconds=600, overrides=given)
+    assert c.model["hidden"] == 512 and c.model["dropout"] == 0.5
+    assert c.train["batch_size"] == 16 and c.train["lr"] == 1e-3 and c.train["eval_every"] == 7
+    assert c.model["layers"] in (1, 2, 3)  # chosen: layers were not given
+    assert "kept as given: --hidden, --dropout, --batch-size, --lr, --eval-every" in c.reason
+    assert c.reason.count("\n") == 1  # one or two lines
+
+
+def test_none_and_auto_mean_not_given() -> None:
+    chosen = choose(65, MB, REFERENCE, budget_seconds=60)
+    assert choose(65, MB, REFERENCE, budget_seconds=60, overrides={"hidden": None, "dropout": "auto"}) == chosen
+
+
+def test_a_tiny_text_keeps_every_stream_long_enough() -> None:
+    c = choose(30, 5_000, GPU, budget_seconds=60)
+    assert (5_000 - 1) // c.train["batch_size"] >= c.train["seq_len"]
+
+
+def test_dropout_grows_with_passes_and_is_capped() -> None:
+    values = [dropout_for(p) for p in (1, 5, 8, 12, 20, 100)]
+    assert values[:2] == [0.0, 0.0] and values == sorted(values) and values[-1] == dropout_for(MAX_PASSES)
+
+
+def test_no_budget_is_an_error() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        choose(65, MB, REFERENCE)
