@@ -22,17 +22,17 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
+from typing import TYPE_CHECKING, Any, Literal
 
 from charlm import __version__
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import CheckpointError, CheckpointNotFoundError, RunLockedError, UsageError
-from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
+
+if TYPE_CHECKING:  # torch is imported where it is used: sampling on a CPU reads checkpoints without it
+    import torch
+
+    from charlm.model import CharGRU
 
 FORMAT = "charlm-checkpoint"
 VERSION = 1
@@ -95,6 +95,8 @@ def _sha256(data: bytes) -> str:
 
 
 def save(run: Path, meta: dict[str, Any], weights: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save as save_bytes
+
     """Write one checkpoint atomically into `run`; returns its folder. Raises CheckpointError on I/O failure."""
     final = step_dir(run, int(meta["step"]))
     tmp = run / f".tmp-{final.name}-{os.getpid()}"
@@ -227,8 +229,13 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def read_tensors(folder: Path, name: str = WEIGHTS) -> dict[str, torch.Tensor]:
-    """One tensor file of a checkpoint, checked against the SHA-256 its checkpoint.json records."""
+def read_tensors(folder: Path, name: str = WEIGHTS, framework: Literal["torch", "numpy"] = "torch") -> dict[str, Any]:
+    """One tensor file of a checkpoint, checked against the SHA-256 its checkpoint.json records, as torch
+    tensors or NumPy arrays."""
+    if framework == "numpy":
+        from safetensors.numpy import load as load_bytes
+    else:
+        from safetensors.torch import load as load_bytes
     f = folder / name
     try:
         data = f.read_bytes()
@@ -344,6 +351,8 @@ def load_weights(ckpt: Checkpoint, model: torch.nn.Module) -> None:
 
 def load_model(ckpt: Checkpoint, device: torch.device | str = "cpu") -> tuple[CharGRU, CharTokenizer]:
     """The model, in eval mode on `device`, and its tokenizer: all that sampling and scoring need."""
+    from charlm.model import CharGRU
+
     model = CharGRU(ckpt.model_config)
     load_weights(ckpt, model)
     return model.to(device).eval(), ckpt.tokenizer

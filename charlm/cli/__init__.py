@@ -213,7 +213,7 @@ def sample(
         length, temperature, top_k, top_p, seed, prime, stop or None, "skip" if skip_unknown else "error"
     )
     sampling.check(opts, num_samples)
-    model, tok, dev = _load(checkpoint, device, quiet)
+    model, tok, dev = sampling.load(_resolve(checkpoint, quiet), device, 1 if interactive else num_samples)
     if interactive:
         show = sys.stdin.isatty() and not quiet
         prompt_loop(model, tok, opts, dev, (lambda: err_console.print("> ", end="")) if show else None)
