@@ -26,6 +26,8 @@ import numpy as np
 
 from charlm.config import ModelConfig
 
+_ONE, _HALF = np.ones((), np.float32), np.full((), 0.5, np.float32)
+
 
 class GRUWeights:
     """A GRU language model's weights as float32 NumPy arrays, by their names in the model's state dict."""
@@ -66,33 +68,50 @@ def _with_bias(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
 class GRUStep:
     """One character of `batch` samples per call, into buffers allocated once: x (batch,) ids -> logits (batch, V).
 
-    The state lives in `self.ext[i][:, :hidden]` for layer i (the last column is the constant 1 for the biases);
-    `state()` returns it as the model carries it, (layers, batch, hidden).
+    Every view the step works on is made once, here: at a few hundred numbers per operation, making a view
+    costs about half as much as the operation itself. With one sample the views are 1-D, which NumPy runs
+    fastest. `state()` returns the state as the model carries it, (layers, batch, hidden).
     """
 
     def __init__(self, w: GRUWeights, batch: int, state: np.ndarray | None = None) -> None:
         c, H = w.config, w.config.hidden
-        self.H, self.layers, self.vocab = H, c.layers, c.vocab_size
+        self.H, self.one = H, batch == 1
         gate = np.ones(3 * H, np.float32)
         gate[: 2 * H] = 0.5  # input side: r and z halved for the tanh form of sigmoid; the candidate as it is
         rec = np.full(3 * H, 0.5, np.float32)  # recurrent side: also the candidate's, which meets 2r, not r
-        self.table = (w["embed.weight"] @ w["gru.weight_ih_l0"].T + w["gru.bias_ih_l0"]) * gate
-        mats = []
+        table = (w["embed.weight"] @ w["gru.weight_ih_l0"].T + w["gru.bias_ih_l0"]) * gate
+        self.table_rz, self.table_n = np.ascontiguousarray(table[:, : 2 * H]), np.ascontiguousarray(table[:, 2 * H :])
+        self.mats = []
         for i in range(c.layers):
             own = _with_bias(w[f"gru.weight_hh_l{i}"] * rec[:, None], w[f"gru.bias_hh_l{i}"] * rec)
             if i + 1 < c.layers:
                 nxt = _with_bias(w[f"gru.weight_ih_l{i + 1}"] * gate[:, None], w[f"gru.bias_ih_l{i + 1}"] * gate)
-                mats.append(np.concatenate([nxt, own], 1))  # -> [next layer's input now | own, next character]
+                self.mats.append(np.ascontiguousarray(np.concatenate([nxt, own], 1)))  # [next layer now | own next]
             else:
-                mats.append(np.concatenate([own, _with_bias(w["head.weight"], w["head.bias"])], 1))
-        self.mats = [np.ascontiguousarray(m) for m in mats]
-        self.ext = [np.ones((batch, H + 1), np.float32) for _ in range(c.layers)]
+                self.mats.append(
+                    np.ascontiguousarray(np.concatenate([own, _with_bias(w["head.weight"], w["head.bias"])], 1))
+                )
+        self.ext = [np.ones((batch, H + 1), np.float32) for _ in range(c.layers)]  # [h, 1]: the 1 meets the biases
         self.out = [np.empty((batch, m.shape[1]), np.float32) for m in self.mats]
-        self.gi0 = np.empty((batch, 3 * H), np.float32)
-        self.rz = np.empty((batch, 2 * H), np.float32)
-        self.n = np.empty((batch, H), np.float32)
+        self.gi0 = np.empty((batch, 2 * H), np.float32), np.empty((batch, H), np.float32)
+        self.plan = [self._views(i) for i in range(c.layers)]
+        self.logits = self.out[-1][:, 3 * H :]
         self.set_state(np.zeros((c.layers, batch, H), np.float32) if state is None else state)
-        self._one = batch == 1  # one sample: work on 1-D views, which NumPy runs fastest
+
+    def _v(self, a: np.ndarray) -> np.ndarray:
+        return a[0] if self.one else a
+
+    def _views(self, i: int) -> tuple[np.ndarray, ...]:
+        """What layer i reads and writes: its recurrent projection (r and z part, candidate part), scratch for
+        the gates and candidate, its state, its product's input, matrix and output, and the next layer's input
+        projection (r and z part, candidate part)."""
+        H, out, top = self.H, self.out[i], i + 1 == len(self.mats)
+        gh = out[:, : 3 * H] if top else out[:, 3 * H :]
+        rz, n = np.empty((out.shape[0], 2 * H), np.float32), np.empty((out.shape[0], H), np.float32)
+        nxt = (out[:, : 2 * H], out[:, 2 * H : 3 * H]) if not top else (out, out)  # the top's is never read
+        views = [gh[:, : 2 * H], gh[:, 2 * H :], rz, rz[:, :H], rz[:, H:], n, self.ext[i][:, :H], self.ext[i], *nxt]
+        v = [self._v(a) for a in views]
+        return (*v[:8], self.mats[i], self._v(out), *v[8:])
 
     def set_state(self, state: np.ndarray) -> None:
         """Start from `state` (layers, batch, hidden), as the model carries it."""
@@ -103,38 +122,28 @@ class GRUStep:
     def state(self) -> np.ndarray:
         return np.stack([ext[:, : self.H] for ext in self.ext])
 
-    def __call__(self, x: Any) -> np.ndarray:
-        H, one = self.H, self._one
-        gi = self.table[int(x[0])] if one else np.take(self.table, x, axis=0, out=self.gi0)
-        out = self.out
-        for i, ext in enumerate(self.ext):
-            # the recurrent projection was computed at the previous character: after the input one for layers
-            # below the top, before the head's logits for the top
-            top = i + 1 == self.layers
-            gh = out[i][..., : 3 * H] if top else out[i][..., 3 * H :]
-            if one:
-                self._cell(gi, gh[0], ext[0])
-                np.dot(ext[0], self.mats[i], out=out[i][0])
-            else:
-                self._cell(gi, gh, ext)
-                np.dot(ext, self.mats[i], out=out[i])
-            gi = out[i][..., : 3 * H] if not top else None
-            if gi is not None and one:
-                gi = gi[0]
-        return out[-1][..., 3 * H :]
-
-    def _cell(self, gi: np.ndarray, gh: np.ndarray, ext: np.ndarray) -> None:
-        """One GRU layer in place: ext[..., :H] <- h' from gi, gh (both pre-scaled, biases included)."""
-        H = self.H
-        rz, n = (self.rz[0], self.n[0]) if self._one else (self.rz, self.n)
-        h = ext[..., :H]
-        np.add(gi[..., : 2 * H], gh[..., : 2 * H], out=rz)
-        np.tanh(rz, out=rz)
-        rz += 1.0  # 2r, 2z
-        np.multiply(rz[..., :H], gh[..., 2 * H :], out=n)  # r * (W_hn h + b_hn), the 1/2 folded into W_hn
-        n += gi[..., 2 * H :]
-        np.tanh(n, out=n)  # the candidate
-        h -= n  # h' = n + z * (h - n)
-        h *= rz[..., H:]
-        h *= 0.5
-        h += n
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        # every operation is a ufunc call into a buffer, its constants 0-d arrays: `h *= 0.5` costs twice
+        # `multiply(h, HALF, out=h)`, converting the Python float each time
+        add, sub, mul, tanh, dot, one, half = np.add, np.subtract, np.multiply, np.tanh, np.dot, _ONE, _HALF
+        if self.one:
+            gi_rz, gi_n = self.table_rz[x[0]], self.table_n[x[0]]
+        else:
+            gi_rz, gi_n = np.take(self.table_rz, x, 0, out=self.gi0[0]), np.take(self.table_n, x, 0, out=self.gi0[1])
+        # per layer: the recurrent projection was computed at the previous character (the weights are
+        # pre-scaled: see the module's docstring), and one product on the new state gives the next layer's
+        # input projection and this layer's recurrent projection for the next character
+        for gh_rz, gh_n, rz, r2, z2, n, h, ext, mat, out, nxt_rz, nxt_n in self.plan:
+            add(gi_rz, gh_rz, out=rz)
+            tanh(rz, out=rz)
+            add(rz, one, out=rz)  # 2r, 2z
+            mul(r2, gh_n, out=n)  # r * (W_hn h + b_hn), its 1/2 folded into W_hn
+            add(n, gi_n, out=n)
+            tanh(n, out=n)  # the candidate
+            sub(h, n, out=h)  # h' = n + z * (h - n)
+            mul(h, z2, out=h)
+            mul(h, half, out=h)
+            add(h, n, out=h)
+            dot(ext, mat, out=out)
+            gi_rz, gi_n = nxt_rz, nxt_n
+        return self.logits

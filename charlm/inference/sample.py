@@ -103,17 +103,21 @@ class Gumbel:
         return e
 
 
-def decode(step: Any, x: Any, out: Any, noise: Any, filt: Any, xp: Any, buf: Any) -> Any:
-    """Fill `out` (T, B) with a chunk of ids: step, filter, add the noise, take the largest. `xp` is numpy or
-    torch (the calls are the same in both), and the arrays are of that kind. Returns the last ids."""
+def decode(step: Any, x: Any, out: Any, noise: Any, filt: Any, add: Any, argmax: Any, buf: Any) -> Any:
+    """Fill `out` (T, B) with a chunk of ids: step, filter, add the noise, take the largest. Arrays are NumPy's
+    or torch's, `add(a, b, out=)` and `argmax(logits, out)` that framework's. Returns the last ids."""
     for t in range(len(out)):
         logits = step(x)
         if filt is not None:  # -inf for the excluded characters; the temperature is in the noise
             logits = filt(logits)
         if noise is not None:
-            logits = xp.add(logits, noise[t], out=buf)
-        x = xp.argmax(logits, -1, out=out[t])
+            logits = add(logits, noise[t], out=buf)
+        x = argmax(logits, out[t])
     return x
+
+
+def _argmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return logits.argmax(-1, out=out)  # the method: np.argmax's wrapper costs more than the work here
 
 
 def sampling_filter(opts: SampleOptions, fn: Any) -> Any:
@@ -133,7 +137,7 @@ def _numpy_chunks(w: GRUWeights, prime: list[int], opts: SampleOptions, batch: i
     buf, filt = np.empty((batch, w.config.vocab_size), np.float32), sampling_filter(opts, filter_logits)
     for a in range(0, opts.length, CHUNK):
         out = np.empty((min(CHUNK, opts.length - a), batch), np.int64)
-        x = decode(step, x, out, noise(batch, w.config.vocab_size), filt, np, buf)
+        x = decode(step, x, out, noise(batch, w.config.vocab_size), filt, np.add, _argmax, buf)
         yield out
 
 

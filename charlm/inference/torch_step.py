@@ -116,6 +116,10 @@ def _num_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def _argmax(logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return torch.argmax(logits, -1, out=out)
+
+
 def uses_int8(batch: int, device: torch.device | str) -> bool:
     """Whether `batch` samples at once run on int8 weights: on a CPU with PyTorch's int8 kernels (x86, ARM)."""
     cpu = torch.device(device).type == "cpu"
@@ -149,5 +153,5 @@ def chunks(
             draws = noise(batch, model.config.vocab_size)
             g = None if draws is None else torch.from_numpy(draws).to(device)
             out = torch.empty(min(CHUNK, opts.length - a), batch, dtype=torch.long, device=device)
-            x = decode(step, x, out, g, filt, torch, buf)
+            x = decode(step, x, out, g, filt, torch.add, _argmax, buf)
             yield out.cpu().numpy()
