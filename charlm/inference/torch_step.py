@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from charlm.inference.sample import CHUNK, INT8_MIN_BATCH, Gumbel, SampleOptions, decode, sampling_filter
+from charlm.inference.threads import intra_op_threads
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -116,18 +116,6 @@ class ModelStep:
         return logits[:, 0]
 
 
-@contextmanager
-def _num_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
-
-
 def _argmax(logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch.argmax(logits, -1, out=out)
 
@@ -161,7 +149,7 @@ def chunks(
     threads = torch.get_num_threads() if batch >= INT8_MIN_BATCH or torch.device(device).type != "cpu" else 1
     filt = sampling_filter(opts, filter_logits)
     for a in range(0, opts.length, CHUNK):
-        with torch.inference_mode(), _num_threads(threads):
+        with torch.inference_mode(), intra_op_threads(threads):
             draws = noise(batch, model.config.vocab_size)
             g = None if draws is None else torch.from_numpy(draws).to(device)
             out = torch.empty(min(CHUNK, opts.length - a), batch, dtype=torch.long, device=device)
