@@ -19,6 +19,7 @@ from charlm.config import ModelConfig
 from charlm.inference import torch_step
 from charlm.inference.gru_numpy import GRUStep, GRUWeights
 from charlm.inference.sample import INT8_MIN_BATCH, Gumbel, SampleOptions, filter_logits, generate_chunks, load, stream
+from charlm.inference.threads import intra_op_threads
 from charlm.model import CharGRU
 
 
@@ -165,3 +166,11 @@ def test_cli_sample_on_a_cpu_never_imports_torch(tiny_run: Path) -> None:
     assert out.endswith("\ntorch loaded: False\n")
     m, tok = ckpt_io.load_model(ckpt_io.resolve(tiny_run))
     assert out[: -len("\ntorch loaded: False\n")] == "".join(stream(m, tok, SampleOptions(length=50, seed=2)))
+
+
+def test_many_samples_do_not_depend_on_the_thread_count() -> None:
+    m, batch = model(), 2 * torch_step.SHARE_ROWS + 1  # three shares
+    with intra_op_threads(2):
+        two = ids(m, batch=batch, length=20, seed=5)
+    with intra_op_threads(1):
+        assert np.array_equal(ids(m, batch=batch, length=20, seed=5), two)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.inference.threads import run_shares, shares
+from charlm.inference.threads import cpu_threads, run_shares, split
 from charlm.model import CharGRU
 
 
@@ -59,10 +59,11 @@ def score_ids(
     model.eval()
     x, y, mask = (torch.from_numpy(a).to(device) for a in _segments(ids, streams, burn_in))
     try:
-        parts = run_shares(lambda rows: _nats(model, x[rows], y[rows], mask[rows], chunk), shares(len(x), device))
+        parts = split(len(x), cpu_threads(device))
+        nats = run_shares(lambda rows: _nats(model, x[rows], y[rows], mask[rows], chunk), parts, len(parts))
     finally:
         model.train(was_training)
-    return EvalResult(int(mask.sum()), float(sum(parts)))
+    return EvalResult(int(mask.sum()), float(sum(nats)))
 
 
 def _segments(ids: np.ndarray, streams: int, burn_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
