@@ -2,8 +2,8 @@
 
 At one character per step the work is a few matrix-vector products and a couple of dozen element-wise
 operations on vectors of a few hundred numbers, so the cost is the time each operation takes to start, not
-arithmetic. NumPy starts one in about 0.4 us, PyTorch in 3-5 us, and on the CPUs measured NumPy's
-matrix-vector product (OpenBLAS) was also faster than PyTorch's. NumPy also loads in a tenth of the time
+arithmetic. NumPy starts one in about 0.4 us, PyTorch in 3-5 us; NumPy's matrix-vector product (OpenBLAS)
+was also faster than PyTorch's (MKL) on the AMD EPYC measured. NumPy also loads in a tenth of the time
 `import torch` takes, so `charlm sample` can print its first character before torch would have loaded.
 
 The step computes what `torch.nn.GRU` computes, on the same weights (see `charlm.model.gru_layer_reference`),
@@ -65,6 +65,27 @@ def _with_bias(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([weight.T, bias[None]]), dtype=np.float32)
 
 
+def _prescaled(w: GRUWeights) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The first layer's input table (its r and z part, its candidate part) and one matrix per layer: [the next
+    layer's input projection | this layer's recurrent projection], the top's [recurrent projection | head],
+    each (hidden + 1, outputs) with its bias as the last row, all scaled as the module's docstring says."""
+    c, H = w.config, w.config.hidden
+    gate = np.ones(3 * H, np.float32)
+    gate[: 2 * H] = 0.5  # input side: r and z halved for the tanh form of sigmoid; the candidate as it is
+    rec = np.full(3 * H, 0.5, np.float32)  # recurrent side: also the candidate's, which meets 2r, not r
+    table = (w["embed.weight"] @ w["gru.weight_ih_l0"].T + w["gru.bias_ih_l0"]) * gate
+    mats = []
+    for i in range(c.layers):
+        own = _with_bias(w[f"gru.weight_hh_l{i}"] * rec[:, None], w[f"gru.bias_hh_l{i}"] * rec)
+        if i + 1 < c.layers:
+            nxt = _with_bias(w[f"gru.weight_ih_l{i + 1}"] * gate[:, None], w[f"gru.bias_ih_l{i + 1}"] * gate)
+            mats.append(np.concatenate([nxt, own], 1))
+        else:
+            mats.append(np.concatenate([own, _with_bias(w["head.weight"], w["head.bias"])], 1))
+    parts = table[:, : 2 * H], table[:, 2 * H :]
+    return *(np.ascontiguousarray(a, dtype=np.float32) for a in parts), [np.ascontiguousarray(m) for m in mats]
+
+
 class GRUStep:
     """One character of `batch` samples per call, into buffers allocated once: x (batch,) ids -> logits (batch, V).
 
@@ -76,24 +97,10 @@ class GRUStep:
     def __init__(self, w: GRUWeights, batch: int, state: np.ndarray | None = None) -> None:
         c, H = w.config, w.config.hidden
         self.H, self.one = H, batch == 1
-        gate = np.ones(3 * H, np.float32)
-        gate[: 2 * H] = 0.5  # input side: r and z halved for the tanh form of sigmoid; the candidate as it is
-        rec = np.full(3 * H, 0.5, np.float32)  # recurrent side: also the candidate's, which meets 2r, not r
-        table = (w["embed.weight"] @ w["gru.weight_ih_l0"].T + w["gru.bias_ih_l0"]) * gate
-        self.table_rz, self.table_n = np.ascontiguousarray(table[:, : 2 * H]), np.ascontiguousarray(table[:, 2 * H :])
-        self.mats = []
-        for i in range(c.layers):
-            own = _with_bias(w[f"gru.weight_hh_l{i}"] * rec[:, None], w[f"gru.bias_hh_l{i}"] * rec)
-            if i + 1 < c.layers:
-                nxt = _with_bias(w[f"gru.weight_ih_l{i + 1}"] * gate[:, None], w[f"gru.bias_ih_l{i + 1}"] * gate)
-                self.mats.append(np.ascontiguousarray(np.concatenate([nxt, own], 1)))  # [next layer now | own next]
-            else:
-                self.mats.append(
-                    np.ascontiguousarray(np.concatenate([own, _with_bias(w["head.weight"], w["head.bias"])], 1))
-                )
+        self.table_rz, self.table_n, self.mats = _prescaled(w)
         self.ext = [np.ones((batch, H + 1), np.float32) for _ in range(c.layers)]  # [h, 1]: the 1 meets the biases
         self.out = [np.empty((batch, m.shape[1]), np.float32) for m in self.mats]
-        self.gi0 = np.empty((batch, 2 * H), np.float32), np.empty((batch, H), np.float32)
+        self.rows_rz, self.rows_n = np.empty((batch, 2 * H), np.float32), np.empty((batch, H), np.float32)
         self.plan = [self._views(i) for i in range(c.layers)]
         self.logits = self.out[-1][:, 3 * H :]
         self.set_state(np.zeros((c.layers, batch, H), np.float32) if state is None else state)
@@ -129,7 +136,7 @@ class GRUStep:
         if self.one:
             gi_rz, gi_n = self.table_rz[x[0]], self.table_n[x[0]]
         else:
-            gi_rz, gi_n = np.take(self.table_rz, x, 0, out=self.gi0[0]), np.take(self.table_n, x, 0, out=self.gi0[1])
+            gi_rz, gi_n = np.take(self.table_rz, x, 0, out=self.rows_rz), np.take(self.table_n, x, 0, out=self.rows_n)
         # per layer: the recurrent projection was computed at the previous character (the weights are
         # pre-scaled: see the module's docstring), and one product on the new state gives the next layer's
         # input projection and this layer's recurrent projection for the next character
