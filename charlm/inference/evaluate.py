@@ -40,7 +40,7 @@ def score_ids(
     device: torch.device | str = "cpu",
     streams: int = 64,
     burn_in: int = 128,
-    chunk: int = 64,
+    chunk: int | None = None,
 ) -> EvalResult:
     """Score ids[1:] given what precedes each, in up to `streams` segments run side by side.
 
@@ -49,8 +49,9 @@ def score_ids(
     it, unscored, and only the first segment (which has nothing before it) starts cold, exactly as a single
     pass would. Rows are padded at the end only, so padding never touches a scored prediction.
     On a CPU the segments are shared among torch's threads, one share each (see `charlm.inference.threads`).
-    `chunk` characters are read per call: 64 keeps a call's intermediate results in cache (measured on one
-    thread, the default model: 72% of the matmul peak, against 57% at 512).
+    `chunk` characters are read per call, by default 64 on a CPU, where that keeps a call's intermediate
+    results in cache (measured on one thread, the default model: 72% of the matmul peak, against 57% at 512),
+    and 512 elsewhere, where each call costs kernel launches.
     """
     n_pred = len(ids) - 1
     if n_pred < 1:
@@ -58,6 +59,7 @@ def score_ids(
     was_training = model.training
     model.eval()
     x, y, mask = (torch.from_numpy(a).to(device) for a in _segments(ids, streams, burn_in))
+    chunk = chunk or (64 if x.device.type == "cpu" else 512)
     try:
         parts = split(len(x), cpu_threads(device))
         nats = run_shares(lambda rows: _nats(model, x[rows], y[rows], mask[rows], chunk), parts, len(parts))
