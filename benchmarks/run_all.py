@@ -29,8 +29,6 @@ from torch import nn
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
 from charlm.device import pick_precision
-from charlm.inference.evaluate import score_ids
-from charlm.inference.sample import SampleOptions, generate_ids
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
 from charlm.training.trainer import TrainData, Trainer
@@ -151,42 +149,6 @@ def charlm_train(m: ModelConfig, t: TrainConfig, ids: np.ndarray, tok: CharToken
     }
 
 
-def plain_sample(model: CharGRU, n: int, batch: int = 1) -> float:
-    """chars/s of the straightforward loop: the model on one character, softmax, multinomial, per step."""
-    gen = torch.Generator().manual_seed(0)
-    x, h = torch.zeros(batch, 1, dtype=torch.long), None
-
-    def run() -> None:
-        nonlocal x, h
-        with torch.no_grad():
-            for _ in range(n):
-                logits, h = model(x, h)
-                x = torch.multinomial(logits[:, -1].softmax(-1), 1, generator=gen)
-                x.tolist()  # what a caller does with each character
-
-    return n * batch / best_time(run, 5)
-
-
-def charlm_sample(model: CharGRU, n: int, batch: int = 1) -> float:
-    opts = SampleOptions(length=n, seed=0)
-    return n * batch / best_time(lambda: [x.tolist() for x in generate_ids(model, [0], opts, batch)], 5)
-
-
-def first_char_s(run: Path, repeats: int) -> float:
-    """Seconds from starting `charlm sample` to its first character on stdout."""
-
-    def once() -> float:
-        t0 = time.perf_counter()
-        p = subprocess.Popen([*CHARLM, "sample", str(run), "--length", "200", "-q"], stdout=subprocess.PIPE)
-        assert p.stdout is not None
-        p.stdout.read(1)
-        t = time.perf_counter() - t0
-        p.kill(), p.wait()
-        return t
-
-    return min(once() for _ in range(repeats))
-
-
 def save_model(folder: Path, m: ModelConfig, tok: CharTokenizer) -> Path:
     """A checkpoint of an untrained model (speed does not depend on the weights)."""
     torch.manual_seed(0)
@@ -271,22 +233,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "flops_per_train_char": fpc,
         "fraction_of_matmul_peak": ours["chars_per_sec"] * fpc / (peak_amp * 1e9),
     }
-    model = CharGRU(m).eval()
-    n1, nb = (50, 10) if q else (args.sample_chars, 128)
-    one_plain, one_ours = plain_sample(model, n1), charlm_sample(model, n1)
-    res["sample"] = {
-        "plain_loop_one_stream_chars_per_sec": one_plain,
-        "charlm_one_stream_chars_per_sec": one_ours,
-        "ratio_one_stream": one_ours / one_plain,
-        "plain_loop_256_streams_chars_per_sec": plain_sample(model, nb // 4, 256),
-        "charlm_256_streams_chars_per_sec": charlm_sample(model, nb, 256),
-    }
+    import inference  # it builds on this module's helpers, so it is imported here rather than at the top
+
     with tempfile.TemporaryDirectory() as tmp:
         ck = save_model(Path(tmp) / "run", m, tok)
-        res["sample"]["first_char_s"] = first_char_s(ck, 1 if q else 3)
-        text = random_text(20_000 if q else args.eval_chars, seed=2)
-        ev = tok.encode(text)
-        res["evaluate_chars_per_sec"] = (len(ev) - 1) / best_time(lambda: score_ids(model, ev), 2)
+        sample, evaluate = inference.figures(
+            CharGRU(m).eval(), ck, peak, q, args.sample_chars, args.cli_chars, args.eval_chars
+        )
+        res["sample"], res["evaluate"] = sample, evaluate
         r = 1 if q else 5
         res["startup"] = {
             "help_s": cli_seconds(["--help"], r),
@@ -299,7 +253,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(res: dict[str, Any]) -> str:
-    mc, tr, sa = res["machine"], res["train"], res["sample"]
+    import inference
+
+    mc, tr = res["machine"], res["train"]
     prec = tr.get("precision", "fp32")
     same = tr.get("bare_gru_same_precision_chars_per_sec", tr["bare_gru_chars_per_sec"])
     rows = [
@@ -316,16 +272,11 @@ def table(res: dict[str, Any]) -> str:
         ("train: charlm steps alone / bare", f"{tr['charlm_model_chars_per_sec'] / same:.2f} (same precision)"),
         ("train: fraction of matmul peak", f"{100 * tr['fraction_of_matmul_peak']:.1f}% (of the {prec} peak)"),
         ("train: outside the model", f"{tr['charlm_overhead_pct']:.1f}% of wall time ({tr['charlm_steps']} steps)"),
-        ("sample 1 stream: plain loop", f"{sa['plain_loop_one_stream_chars_per_sec']:,.0f} chars/s"),
-        ("sample 1 stream: charlm", f"{sa['charlm_one_stream_chars_per_sec']:,.0f} chars/s"),
-        ("sample 1 stream: charlm / plain", f"{sa['ratio_one_stream']:.2f}"),
-        ("sample 256 streams: plain loop", f"{sa['plain_loop_256_streams_chars_per_sec']:,.0f} chars/s"),
-        ("sample 256 streams: charlm", f"{sa['charlm_256_streams_chars_per_sec']:,.0f} chars/s"),
-        ("charlm sample: first character", f"{sa['first_char_s']:.2f} s"),
-        ("evaluate", f"{res['evaluate_chars_per_sec']:,.0f} chars/s"),
         ("charlm --help", f"{res['startup']['help_s']:.2f} s"),
         ("charlm argument error", f"{res['startup']['usage_error_s']:.2f} s"),
     ]
+    ev = res.get("evaluate") or {"chars_per_sec": res["evaluate_chars_per_sec"]}  # as results saved it before
+    rows[-2:-2] = inference.rows(res["sample"], ev)
     for e in res["encode"]:
         rows.append(
             (
@@ -345,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=30, help="training steps timed, for each of charlm and the bare loop")
     p.add_argument("--eval-every", type=int, default=None, help="charlm's validation interval in the timed run")
     p.add_argument("--sample-chars", type=int, default=2000, help="characters sampled per timing")
+    p.add_argument("--cli-chars", type=int, default=100_000, help="characters of the timed `charlm sample` command")
     p.add_argument("--eval-chars", type=int, default=300_000, help="characters scored by the evaluate timing")
     p.add_argument("--large-mb", type=float, default=100.0, help="size of the large generated corpus (1024 = 1 GB)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results.json", help="where to write JSON")

@@ -20,18 +20,18 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
+from typing import TYPE_CHECKING, Any, Literal
 
 from charlm import __version__
 from charlm.checkpoint.layout import aside, step_dir
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import CheckpointError
-from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
+
+if TYPE_CHECKING:  # torch is imported where it is used: sampling on a CPU reads checkpoints without it
+    import torch
+
+    from charlm.model import CharLM
 
 FORMAT = "charlm-checkpoint"
 VERSION = 1
@@ -89,6 +89,8 @@ def _sha256(data: bytes) -> str:
 
 
 def save(run: Path, meta: dict[str, Any], weights: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save as save_bytes
+
     """Write one checkpoint atomically into `run`; returns its folder. Raises CheckpointError on I/O failure."""
     final = step_dir(run, int(meta["step"]))
     tmp, old = aside(final, "tmp"), aside(final, "old")
@@ -184,12 +186,19 @@ def _recorded_sha256(source: Checkpoint | Path, name: str) -> str | None:
     return meta.get("sha256", {}).get(name)
 
 
-def read_tensors(source: Checkpoint | Path, name: str = WEIGHTS) -> dict[str, torch.Tensor]:
-    """One tensor file of a checkpoint, checked against the SHA-256 its checkpoint.json records.
+def read_tensors(
+    source: Checkpoint | Path, name: str = WEIGHTS, framework: Literal["torch", "numpy"] = "torch"
+) -> dict[str, Any]:
+    """One tensor file of a checkpoint, checked against the SHA-256 its checkpoint.json records, as torch
+    tensors or (framework="numpy", which never loads torch) NumPy arrays.
 
     Given a Checkpoint, the digest comes from the checkpoint.json it already read; given a step folder,
     checkpoint.json is read here (a folder without one, from before the digests, is read unchecked).
     """
+    if framework == "numpy":
+        from safetensors.numpy import load as load_bytes
+    else:
+        from safetensors.torch import load as load_bytes
     folder = source.path if isinstance(source, Checkpoint) else source
     f = folder / name
     try:
@@ -226,8 +235,10 @@ def load_weights(ckpt: Checkpoint, model: torch.nn.Module) -> None:
     model.load_state_dict({k: tensors[k] for k in expected})
 
 
-def load_model(ckpt: Checkpoint, device: torch.device | str = "cpu") -> tuple[CharGRU, CharTokenizer]:
+def load_model(ckpt: Checkpoint, device: torch.device | str = "cpu") -> tuple[CharLM, CharTokenizer]:
     """The model, in eval mode on `device`, and its tokenizer: all that sampling and scoring need."""
-    model = CharGRU(ckpt.model_config)
+    from charlm.model import CharLM
+
+    model = CharLM(ckpt.model_config)
     load_weights(ckpt, model)
     return model.to(device).eval(), ckpt.tokenizer

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlm.inference.threads import cpu_threads, run_shares, split
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
 
@@ -36,14 +37,13 @@ class EvalResult:
         return {**asdict(self), "loss": self.loss, "bits_per_char": self.bits_per_char, "perplexity": self.perplexity}
 
 
-@torch.no_grad()
 def score_ids(
     model: CharGRU,
     ids: np.ndarray,
     device: torch.device | str = "cpu",
     streams: int = 64,
     burn_in: int = 128,
-    chunk: int = 512,
+    chunk: int | None = None,
 ) -> EvalResult:
     """Score ids[1:] given what precedes each, in up to `streams` segments run side by side.
 
@@ -51,12 +51,29 @@ def score_ids(
     score its first characters without context. So each segment first reads the `burn_in` characters before
     it, unscored, and only the first segment (which has nothing before it) starts cold, exactly as a single
     pass would. Rows are padded at the end only, so padding never touches a scored prediction.
+    On a CPU the segments are shared among torch's threads, one share each (see `charlm.inference.threads`).
+    `chunk` characters are read per call, by default 64 on a CPU, where that keeps a call's intermediate
+    results in cache (measured on one thread, the default model: 72% of the matmul peak, against 57% at 512),
+    and 512 elsewhere, where each call costs kernel launches.
     """
     n_pred = len(ids) - 1
     if n_pred < 1:
         return EvalResult(0, 0.0)
     was_training = model.training
     model.eval()
+    x, y, mask = (torch.from_numpy(a).to(device) for a in _segments(ids, streams, burn_in))
+    chunk = chunk or (64 if x.device.type == "cpu" else 512)
+    try:
+        parts = split(len(x), cpu_threads(device))
+        nats = run_shares(lambda rows: _nats(model, x[rows], y[rows], mask[rows], chunk), parts, len(parts))
+    finally:
+        model.train(was_training)
+    return EvalResult(int(mask.sum()), float(sum(nats)))
+
+
+def _segments(ids: np.ndarray, streams: int, burn_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, targets and the mask of scored positions, one row per segment (see `score_ids`)."""
+    n_pred = len(ids) - 1
     seg = math.ceil(n_pred / max(1, min(streams, n_pred // max(burn_in, 1) or 1)))
     starts = list(range(0, n_pred, seg))
     width = seg + min(burn_in, starts[-1])
@@ -69,14 +86,18 @@ def score_ids(
         x[row, : end - s + b] = ids[s - b : end]
         y[row, : end - s + b] = ids[s - b + 1 : end + 1]
         mask[row, b : end - s + b] = True
-    xt, yt, mt = (torch.from_numpy(a).to(device) for a in (x, y, mask))
-    hidden, nats = None, torch.zeros((), dtype=torch.float64, device=device)
-    for a in range(0, width, chunk):
-        logits, hidden = model(xt[:, a : a + chunk], hidden)
-        nll = F.cross_entropy(logits.transpose(1, 2), yt[:, a : a + chunk], reduction="none")
-        nats += nll[mt[:, a : a + chunk]].double().sum()
-    model.train(was_training)
-    return EvalResult(int(mask.sum()), float(nats))
+    return x, y, mask
+
+
+def _nats(model: CharGRU, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, chunk: int) -> float:
+    """Total nats of the masked targets, the rows read `chunk` characters at a time (on the calling thread)."""
+    hidden, nats = None, torch.zeros((), dtype=torch.float64, device=x.device)
+    with torch.no_grad():  # per thread: each share runs on its own
+        for a in range(0, x.size(1), chunk):
+            logits, hidden = model(x[:, a : a + chunk], hidden)
+            nll = F.cross_entropy(logits.transpose(1, 2), y[:, a : a + chunk], reduction="none")
+            nats += nll[mask[:, a : a + chunk]].double().sum()
+    return float(nats)
 
 
 @dataclass

@@ -1,22 +1,33 @@
-"""Generating text: temperature, top-k and nucleus (top-p) sampling, streamed one character at a time."""
+"""Generating text: temperature, top-k and nucleus (top-p) sampling, streamed as it is generated.
+
+Where the steps run: on a CPU, a GRU model's samples are stepped in NumPy (`charlm.inference.gru_numpy`),
+unless there are so many at once (INT8_MIN_BATCH) that int8 matrix products pay; on a GPU, for those many
+samples, and for cells without a NumPy step, PyTorch runs them (`charlm.inference.torch_step`). This module
+imports no torch itself, so `charlm sample` on a CPU never pays for loading it. The random draws come from
+NumPy on every path, so a seed gives the same text wherever the steps run.
+"""
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+import numpy as np
 
 from charlm.errors import UsageError
-from charlm.model import CharGRU
+from charlm.inference.gru_numpy import GRUStep, GRUWeights
 from charlm.tokenizer import CharTokenizer, OnUnknown
 
-_CHUNK = 64  # steps computed between yields; the random draws for a chunk are made in one call
-INT8_MIN_BATCH = 64  # on a CPU, this many samples at once or more use int8 matrix products
+if TYPE_CHECKING:
+    from charlm.checkpoint import Checkpoint
+
+CHUNK = 64  # steps computed between yields; the random draws for a chunk are made in one call
+INT8_MIN_BATCH = 64  # on a CPU, this many samples at once or more use PyTorch's int8 matrix products
+# On `--device auto`, models up to this size sample on the CPU even where there is a GPU: one character of
+# one sample is a few small products, and a GPU spends longer launching them than a CPU takes to run them.
+CPU_MAX_PARAMS = 2_500_000
 
 
 @dataclass
@@ -56,142 +67,118 @@ def start_ids(tok: CharTokenizer, prime: str, on_unknown: OnUnknown) -> list[int
     return ids
 
 
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
     """Scaled logits with the excluded characters set to -inf. logits: (B, V)."""
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    logits = logits / np.float32(temperature)
+    vocab = logits.shape[-1]
+    if top_k is not None and top_k < vocab:
+        kth = np.partition(logits, vocab - top_k, axis=-1)[..., vocab - top_k, None]
+        logits[logits < kth] = -np.inf
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        # drop a character when the ones ranked above it already reach top_p (the top one always stays)
-        drop_sorted = (cum - sorted_logits.softmax(-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        ranked = -np.sort(-logits, axis=-1)
+        probs = np.exp(ranked - ranked[..., :1])
+        probs /= probs.sum(-1, keepdims=True)
+        # keep a character while the ones ranked above it fall short of top_p (the top one always stays), and
+        # any character tied with the last one kept, so the order of equal logits never matters
+        kept = ((np.cumsum(probs, -1) - probs) < top_p).sum(-1, keepdims=True)
+        logits[logits < np.take_along_axis(ranked, kept - 1, -1)] = -np.inf
     return logits
 
 
-def _int8_linear(weight: torch.Tensor, bias: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x -> x @ weight.T + bias with the weight in int8 (PyTorch's dynamic quantization, fbgemm on x86)."""
-    lin = nn.Linear(weight.size(1), weight.size(0))
-    lin.weight.data.copy_(weight), lin.bias.data.copy_(bias)
-    with warnings.catch_warnings():  # the eager quantization API warns that it is moving to torchao
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)[0]
+class Gumbel:
+    """Gumbel noise for a chunk of steps at a time, scaled by the temperature: argmax(logits + noise) is then
+    an exact draw from softmax(logits / temperature) (the Gumbel-max trick), in two operations per step
+    instead of a softmax, a cumulative sum and a search. Always a whole chunk, so a longer sample with the
+    same seed begins with the same text. None at temperature 0: greedy decoding draws nothing."""
+
+    def __init__(self, seed: int | None, temperature: float) -> None:
+        self.rng, self.temperature = np.random.default_rng(seed), temperature
+
+    def __call__(self, batch: int, vocab: int) -> np.ndarray | None:
+        if not self.temperature:
+            return None
+        e = self.rng.standard_exponential((CHUNK, batch, vocab), dtype=np.float32)
+        np.log(np.maximum(e, np.finfo(np.float32).tiny, out=e), out=e)  # -log of an Exp(1) draw is Gumbel
+        e *= -self.temperature
+        return e
 
 
-def _fp32_linear(weight: torch.Tensor, bias: torch.Tensor, batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x -> x @ weight.T + bias into one buffer allocated here (the result is overwritten by the next call)."""
-    wt, out = weight.T.contiguous(), weight.new_empty(batch, weight.size(0))
-    return lambda x: torch.addmm(bias, x, wt, out=out)
+def decode(step: Any, x: Any, out: Any, noise: Any, filt: Any, add: Any, argmax: Any, buf: Any) -> Any:
+    """Fill `out` (T, B) with a chunk of ids: step, filter, add the noise, take the largest. Arrays are NumPy's
+    or torch's, `add(a, b, out=)` and `argmax(logits, out)` that framework's. Returns the last ids."""
+    for t in range(len(out)):
+        logits = step(x)
+        if filt is not None:  # -inf for the excluded characters; the temperature is in the noise
+            logits = filt(logits)
+        if noise is not None:
+            logits = add(logits, noise[t], out=buf)
+        x = argmax(logits, out[t])
+    return x
 
 
-class _Stepper:
-    """The model's one-character step, written on its own weights with preallocated buffers.
-
-    At one character per call, `nn.GRU` spends most of its time on per-call overhead (argument checks,
-    allocations, the embedding and head as separate modules), not arithmetic. This does the same maths with
-    a handful of in-place ops: the first layer's input projection is folded into a (vocab, 3*hidden) table,
-    so reading a character is a row lookup, and results land in buffers allocated once.
-    Gate order and equations are nn.GRU's (see `gru_layer_reference`). With `int8`, the matrix products
-    (recurrent, inter-layer and head) use int8 weights: about 4x less arithmetic for many samples at once,
-    at a small cost in precision (preactivations move by a few hundredths).
-    """
-
-    def __init__(self, model: CharGRU, hidden: torch.Tensor, batch: int, int8: bool = False) -> None:
-        w = {name: p.detach() for name, p in model.gru.named_parameters()}
-        self.H, self.layers = model.config.hidden, model.config.layers
-        emb = model.embed.weight.detach()
-        self.table = torch.addmm(w["bias_ih_l0"], emb, w["weight_ih_l0"].T).contiguous()  # (V, 3H)
-
-        def linear(weight: torch.Tensor, bias: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-            return _int8_linear(weight, bias) if int8 else _fp32_linear(weight, bias, batch)
-
-        self.ih = [linear(w[f"weight_ih_l{i}"], w[f"bias_ih_l{i}"]) for i in range(1, self.layers)]
-        self.hh = [linear(w[f"weight_hh_l{i}"], w[f"bias_hh_l{i}"]) for i in range(self.layers)]
-        self.head = linear(model.head.weight.detach(), model.head.bias.detach())
-        self.h = [hidden[i].clone() for i in range(self.layers)]  # each (B, H), updated in place
-        self.gi = emb.new_empty(batch, 3 * self.H)
-        self.rz, self.n = emb.new_empty(batch, 2 * self.H), emb.new_empty(batch, self.H)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B,) ids -> logits (B, V) for the next character; the state advances by one character."""
-        H, rz, n = self.H, self.rz, self.n
-        gi = torch.index_select(self.table, 0, x, out=self.gi)
-        for i, h in enumerate(self.h):
-            if i:
-                gi = self.ih[i - 1](self.h[i - 1])
-            gh = self.hh[i](h)
-            torch.add(gi[:, : 2 * H], gh[:, : 2 * H], out=rz).sigmoid_()  # r, z
-            torch.addcmul(gi[:, 2 * H :], rz[:, :H], gh[:, 2 * H :], out=n).tanh_()  # n
-            h.sub_(n).mul_(rz[:, H:]).add_(n)  # h' = n + z * (h - n) = (1 - z) * n + z * h
-        return self.head(self.h[-1])
+def _argmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return logits.argmax(-1, out=out)  # the method: np.argmax's wrapper costs more than the work here
 
 
-def _noise(gen: torch.Generator, batch: int, vocab: int, opts: SampleOptions) -> torch.Tensor:
-    """Gumbel noise for a chunk of steps, scaled by the temperature: argmax(logits + noise) is then an exact
-    draw from softmax(logits / temperature) (the Gumbel-max trick), in two ops per step instead of a softmax,
-    a cumulative sum and a search. Always a whole chunk, so a longer sample with the same seed begins with
-    the same text."""
-    u = torch.rand(_CHUNK, batch, vocab, generator=gen).clamp_(min=1e-12)
-    return u.log_().neg_().log_().neg_().mul_(opts.temperature)
+def sampling_filter(opts: SampleOptions, fn: Any) -> Any:
+    """`fn` (a filter_logits) applied with the options' top-k and top-p, or None when neither is set."""
+    if opts.top_k is None and opts.top_p is None:
+        return None
+    return lambda logits: fn(logits, 1.0, opts.top_k, opts.top_p)
 
 
-@contextmanager
-def _num_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
+def _numpy_chunks(w: GRUWeights, prime: list[int], opts: SampleOptions, batch: int) -> Iterator[np.ndarray]:
+    """What `generate_chunks` yields, stepped in NumPy."""
+    step, noise = GRUStep(w, batch), Gumbel(opts.seed, opts.temperature)
+    x = np.full(batch, prime[0], np.intp)
+    for c in prime[1:]:
+        step(x)
+        x[:] = c
+    buf, filt = np.empty((batch, w.config.vocab_size), np.float32), sampling_filter(opts, filter_logits)
+    for a in range(0, opts.length, CHUNK):
+        out = np.empty((min(CHUNK, opts.length - a), batch), np.int64)
+        x = decode(step, x, out, noise(batch, w.config.vocab_size), filt, np.add, _argmax, buf)
+        yield out
+
+
+def _on_numpy(model: Any, batch: int, device: Any) -> bool:
+    if isinstance(model, GRUWeights):
+        return True
+    if getattr(model.config, "cell", "gru") != "gru" or getattr(device, "type", device) != "cpu":
+        return False
+    from charlm.inference.torch_step import uses_int8
+
+    return not uses_int8(batch, device)
+
+
+def generate_chunks(
+    model: Any, prime: list[int], opts: SampleOptions, batch: int = 1, device: Any = "cpu"
+) -> Iterator[np.ndarray]:
+    """(T, batch) ids for each chunk of up to CHUNK steps, `opts.length` steps in all. `model` is a torch
+    model on `device`, or the `GRUWeights` of one (which run on the CPU)."""
+    if _on_numpy(model, batch, device):
+        w = model if isinstance(model, GRUWeights) else GRUWeights.of(model)
+        yield from _numpy_chunks(w, prime, opts, batch)
+    else:
+        from charlm.inference.torch_step import chunks
+
+        yield from chunks(model, prime, opts, batch, device, Gumbel(opts.seed, opts.temperature))
 
 
 def generate_ids(
-    model: CharGRU, prime: list[int], opts: SampleOptions, batch: int = 1, device: torch.device | str = "cpu"
-) -> Iterator[torch.Tensor]:
-    """Yield the next id of each of `batch` samples, (batch,) on the CPU, `opts.length` times."""
-    model.eval()
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(opts.seed if opts.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-    filtered = opts.top_k is not None or opts.top_p is not None
-    with torch.inference_mode():
-        ids = torch.tensor(prime, device=device).expand(batch, -1)
-        hidden = model.init_hidden(batch, device)
-        if ids.size(1) > 1:  # read the prime, all but its last character, in one pass
-            _, hidden = model(ids[:, :-1], hidden)
-        # int8 needs PyTorch's eager dynamic quantization and its x86/ARM kernels; without them, fp32 it is
-        int8 = batch >= INT8_MIN_BATCH and hidden.device.type == "cpu" and torch.backends.quantized.engine != "none"
-        step, x = _Stepper(model, hidden, batch, int8), ids[:, -1].contiguous()
-    # a step on a few rows is dozens of tiny ops: waking a second thread for each costs more than it saves
-    threads = 1 if batch < INT8_MIN_BATCH and hidden.device.type == "cpu" else torch.get_num_threads()
-    for a in range(0, opts.length, _CHUNK):
-        with torch.inference_mode(), _num_threads(threads):
-            noise = _noise(gen, batch, model.config.vocab_size, opts).to(device) if opts.temperature else None
-            out = torch.empty(min(_CHUNK, opts.length - a), batch, dtype=torch.long, device=device)
-            for t in range(len(out)):
-                logits = step(x)
-                if noise is not None:
-                    if filtered:  # -inf for the excluded characters; the temperature is in the noise
-                        logits = filter_logits(logits, 1.0, opts.top_k, opts.top_p)
-                    logits = logits.add_(noise[t]) if not filtered and not int8 else logits + noise[t]
-                x = torch.argmax(logits, -1, out=out[t])
-            out = out.cpu()
-        # yielded outside inference mode, so the consumer's own code runs as it would anywhere else
-        yield from out
+    model: Any, prime: list[int], opts: SampleOptions, batch: int = 1, device: Any = "cpu"
+) -> Iterator[np.ndarray]:
+    """Yield the next id of each of `batch` samples, (batch,), `opts.length` times."""
+    for chunk in generate_chunks(model, prime, opts, batch, device):
+        yield from chunk
 
 
-def stream(
-    model: CharGRU, tok: CharTokenizer, opts: SampleOptions, device: torch.device | str = "cpu"
-) -> Iterator[str]:
-    """One sample as it is generated, a character at a time, ended early at `opts.stop`."""
+def stream(model: Any, tok: CharTokenizer, opts: SampleOptions, device: Any = "cpu") -> Iterator[str]:
+    """One sample as it is generated, a chunk of characters at a time, ended early at `opts.stop`."""
     prime = start_ids(tok, opts.prime, opts.on_unknown)
     stop, held = opts.stop or "", ""
-    for nxt in generate_ids(model, prime, opts, 1, device):
-        held += tok.chars[int(nxt[0])]
+    for chunk in generate_chunks(model, prime, opts, 1, device):
+        held += tok.decode(chunk[:, 0].tolist())
         if stop and stop in held:
             yield held[: held.index(stop)]
             return
@@ -204,16 +191,39 @@ def stream(
         yield held
 
 
-def sample_many(
-    model: CharGRU, tok: CharTokenizer, opts: SampleOptions, n: int, device: torch.device | str = "cpu"
-) -> list[str]:
+def sample_many(model: Any, tok: CharTokenizer, opts: SampleOptions, n: int, device: Any = "cpu") -> list[str]:
     """`n` samples generated side by side (much faster than one after another)."""
     prime = start_ids(tok, opts.prime, opts.on_unknown)
-    cols = [nxt for nxt in generate_ids(model, prime, opts, n, device)]
-    if not cols:
+    chunks = list(generate_chunks(model, prime, opts, n, device))
+    if not chunks:
         return [""] * n
-    table = torch.stack(cols, 1).tolist()
-    texts = [tok.decode(row) for row in table]
+    texts = [tok.decode(row) for row in np.concatenate(chunks).T.tolist()]
     if opts.stop:
         texts = [t.split(opts.stop, 1)[0] for t in texts]
     return texts
+
+
+def load(ck: Checkpoint, device: str, streams: int) -> tuple[Any, CharTokenizer, Any]:
+    """What to sample `streams` samples at once from a checkpoint with: (model, tokenizer, device).
+
+    A GRU that will be stepped on the CPU is read as NumPy arrays, without loading torch; anything else is
+    the torch model on `device`.
+    """
+    from charlm import checkpoint as ckpt_io
+
+    cfg = ck.model_config
+    small = sum(math.prod(s) for s in GRUWeights.shapes(cfg).values()) <= CPU_MAX_PARAMS
+    if (
+        streams < INT8_MIN_BATCH
+        and getattr(cfg, "cell", "gru") == "gru"
+        and (device == "cpu" or device == "auto" and small)
+    ):
+        try:
+            return GRUWeights(cfg, ckpt_io.read_tensors(ck, framework="numpy")), ck.tokenizer, "cpu"
+        except (KeyError, ValueError):
+            pass  # the weights do not fit the config: the torch loader says how
+    from charlm.device import pick_device
+
+    dev = pick_device(device)
+    model, tok = ckpt_io.load_model(ck, dev)
+    return model, tok, dev

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from charlm.errors import UsageError
-from charlm.inference.sample import SampleOptions, check, filter_logits, generate_ids, sample_many, start_ids, stream
+from charlm.inference.sample import (
+    CHUNK,
+    SampleOptions,
+    check,
+    filter_logits,
+    generate_ids,
+    sample_many,
+    start_ids,
+    stream,
+)
 
 
 def _text(model_tok, **kw) -> str:
@@ -72,19 +82,24 @@ def test_length_is_exact(tiny_model, length: int) -> None:
 def test_generate_ids_yields_one_id_per_sample_per_step(tiny_model) -> None:
     model, tok = tiny_model
     steps = list(generate_ids(model, [0, 1, 2], SampleOptions(length=5, seed=0), batch=3))
-    assert len(steps) == 5 and all(s.shape == (3,) and s.dtype == torch.int64 for s in steps)
+    assert len(steps) == 5 and all(s.shape == (3,) and s.dtype == np.int64 for s in steps)
     assert all(0 <= int(i) < tok.vocab_size for s in steps for i in s)
 
 
 # ---------------------------------------------------------------- filtering
 
 
-def _logits(probs: list[float]) -> torch.Tensor:
-    return torch.tensor([probs], dtype=torch.float64).log()
+def _logits(probs: list[float]) -> np.ndarray:
+    return np.log([probs])
 
 
-def _kept(logits: torch.Tensor) -> set[int]:
+def _kept(logits: np.ndarray) -> set[int]:
     return {i for i, v in enumerate(logits[0].tolist()) if v != -math.inf}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 @pytest.mark.parametrize(
@@ -102,14 +117,14 @@ def test_top_p_keeps_the_smallest_set_reaching_p(p: float, kept: set[int]) -> No
     logits = _logits([0.15, 0.5, 0.05, 0.3])
     out = filter_logits(logits, 1.0, None, p)
     assert _kept(out) == kept
-    probs = out.softmax(-1)[0]
+    probs = _softmax(out)[0]
     total = sum(0.15 if i == 0 else 0.5 if i == 1 else 0.05 if i == 2 else 0.3 for i in kept)
     for i in kept:  # the kept characters keep their relative odds
         assert probs[i].item() == pytest.approx([0.15, 0.5, 0.05, 0.3][i] / total)
 
 
 def test_top_p_and_top_k_per_row() -> None:
-    logits = torch.cat([_logits([0.7, 0.1, 0.1, 0.1]), _logits([0.24, 0.26, 0.3, 0.2])])
+    logits = np.concatenate([_logits([0.7, 0.1, 0.1, 0.1]), _logits([0.24, 0.26, 0.3, 0.2])])
     out = filter_logits(logits, 1.0, None, 0.6)
     assert (out > -math.inf).tolist() == [[True, False, False, False], [True, True, True, False]]
     out = filter_logits(logits, 1.0, 2, None)
@@ -123,8 +138,8 @@ def test_top_k_keeps_the_k_most_likely() -> None:
 
 
 def test_temperature_scales_the_logits() -> None:
-    logits = torch.tensor([[1.0, 2.0, 4.0]])
-    assert torch.equal(filter_logits(logits, 0.5, None, None), logits * 2)
+    logits = np.array([[1.0, 2.0, 4.0]], np.float32)
+    assert np.array_equal(filter_logits(logits, 0.5, None, None), logits * 2)
 
 
 def test_sampled_characters_come_from_the_kept_set(tiny_model) -> None:
@@ -132,7 +147,7 @@ def test_sampled_characters_come_from_the_kept_set(tiny_model) -> None:
     prime = start_ids(tok, "the ", "error")
     with torch.no_grad():
         logits, _ = model(torch.tensor([prime]))
-    allowed = _kept(filter_logits(logits[:, -1].float(), 1.0, 3, None))
+    allowed = _kept(filter_logits(logits[:, -1].numpy(), 1.0, 3, None))
     firsts = {int(next(generate_ids(model, prime, SampleOptions(length=1, top_k=3, seed=s)))[0]) for s in range(40)}
     assert firsts <= allowed and len(firsts) >= 2
 
@@ -155,9 +170,10 @@ def test_stop_string_ends_the_sample(tiny_model) -> None:
 
 def test_stop_is_streamed_in_pieces(tiny_model) -> None:
     model, tok = tiny_model
-    pieces = list(stream(model, tok, SampleOptions(length=50, seed=1, stop="zzz")))
-    assert len(pieces) > 10  # streamed while generated, holding back at most what could start the stop string
-    assert len("".join(pieces)) == 50
+    pieces = list(stream(model, tok, SampleOptions(length=5 * CHUNK, seed=1, stop="zzz")))
+    # a piece per chunk of steps, holding back only what could start the stop string (its length less one)
+    assert [len(p) for p in pieces] == [CHUNK - 2] + [CHUNK] * 4 + [2]
+    assert "".join(pieces) == "".join(stream(model, tok, SampleOptions(length=5 * CHUNK, seed=1)))
 
 
 def test_prime_is_read_first(tiny_model) -> None:
