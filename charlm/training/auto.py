@@ -32,7 +32,7 @@ def configure(
 ) -> tuple[dict[str, Any], TrainConfig, dict[str, Any] | None]:
     """(model settings, training config, what was chosen and why) for a new run; None when nothing was left
     to choose."""
-    if all(k in given for k in (*MODEL_KEYS, *TRAIN_KEYS)):
+    if all(k in given for k in (*MODEL_KEYS, *TRAIN_KEYS) if k != "weight_decay"):  # the rule keeps AdamW's
         return model_over, cfg, None
     device = pick_device(cfg.device)
     speed, timed = REFERENCE, {}

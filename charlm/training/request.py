@@ -137,7 +137,8 @@ def _resume(
     ]
     if ignored:
         problems.append(f"--resume keeps the run's settings; these cannot change: {', '.join(ignored)}")
-    cfg = replace(old, **{k: v for k, v in req.overrides.items() if k in RESUMABLE_KEYS})
+    # the values as _configs read them (a --max-time of "4s" is seconds by now)
+    cfg = replace(old, **{k: getattr(cfg, k) for k in req.overrides if k in RESUMABLE_KEYS})
     problems += cfg.problems()
     return ck, req, cfg
 

@@ -24,7 +24,7 @@ from charlm.model import CharGRU
 
 runner = CliRunner()
 SMALL = [
-    "--hidden", "16", "--embed", "8", "--batch-size", "8", "--seq-len", "32", "--lr", "0.01",
+    "--hidden", "16", "--layers", "2", "--embed", "8", "--batch-size", "8", "--seq-len", "32", "--lr", "0.01",
     "--device", "cpu", "--seed", "3",
 ]  # fmt: skip
 TRAIN_ARGS = [*SMALL, "--max-steps", "30", "--eval-every", "15"]

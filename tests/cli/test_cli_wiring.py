@@ -73,6 +73,7 @@ def test_each_cli_module_imports_first_without_torch() -> None:
 # Every train option that sets a ModelConfig or TrainConfig field: its value here, and the value the field gets.
 SETTINGS = {
     "cell": ("lstm", "lstm"),
+    "patience": ("5", 5),
     "hidden": ("12", 12),
     "layers": ("3", 3),
     "embed": ("6", 6),

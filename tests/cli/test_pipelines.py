@@ -105,8 +105,10 @@ def test_train_sigterm_exits_143_and_says_how_to_resume(work: Path) -> None:
     p = popen("train", "a.txt", "--out", "sig", *TRAIN, "--max-time", "5m", cwd=work,
               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert p.stderr is not None
-    first = p.stderr.readline()  # "training on ...": the loop is running
-    assert b"training on" in first
+    lines = [p.stderr.readline()]  # calibration and the automatic choice come first, then "training on ..."
+    while b"training on" not in lines[-1] and lines[-1]:
+        lines.append(p.stderr.readline())
+    assert b"training on" in lines[-1], lines
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 143 and out == b""

@@ -116,7 +116,7 @@ class StandIn(nn.Module):
 
     def __init__(self, inner: CharGRU) -> None:
         super().__init__()
-        self.inner, self.config = inner, SimpleNamespace(**inner.config.to_dict(), cell="lstm")
+        self.inner, self.config = inner, SimpleNamespace(**{**inner.config.to_dict(), "cell": "lstm"})
         self.calls = 0
 
     def forward(self, idx: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -158,7 +158,8 @@ def test_infinite_weight_rolls_back_and_is_never_saved(corpus: Path, tmp_path: P
             holder["done"] = True
 
     events = Events(at_step=poison_at, action=poison)
-    trainer = run.prepare(request(corpus, out, max_steps=10, save_every=3, eval_every=3), events)
+    # patience 0: no plateau decay, so the learning rate falls by the roll-back alone
+    trainer = run.prepare(request(corpus, out, max_steps=10, save_every=3, eval_every=3, patience=0), events)
     holder["trainer"] = trainer
     with ckpt_io.RunLock(out):
         result = trainer.fit()
