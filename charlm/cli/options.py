@@ -44,21 +44,23 @@ def setting(help: str, default: Any = None) -> Any:
 
 
 _M, _T = ModelConfig(vocab_size=1), TrainConfig()  # the defaults shown in --help
+# Chosen for each new run from its budget, corpus and device (charlm.training.auto) unless given.
+AUTO = "auto"
 # The model and schedule settings `train` and `compare` share, each None unless given.
 Cell = Annotated[Optional[str], setting("Recurrent cell: gru, lstm or rnn (tanh).", _M.cell)]
-Hidden = Annotated[Optional[int], setting("State size of each recurrent layer.", _M.hidden)]
-Layers = Annotated[Optional[int], setting("Stacked recurrent layers.", _M.layers)]
+Hidden = Annotated[Optional[int], setting("State size of each recurrent layer.", AUTO)]
+Layers = Annotated[Optional[int], setting("Stacked recurrent layers.", AUTO)]
 Embed = Annotated[Optional[int], setting("Character embedding size.", _M.embed)]
-Dropout = Annotated[Optional[float], setting("Dropout between layers and before the head.", _M.dropout)]
+Dropout = Annotated[Optional[float], setting("Dropout between layers and before the head.", AUTO)]
 SeqLen = Annotated[Optional[int], setting("Characters per stream per step (BPTT length).", _T.seq_len)]
-BatchSize = Annotated[Optional[int], setting("Parallel streams per step.", _T.batch_size)]
-Lr = Annotated[Optional[float], setting("Peak learning rate (AdamW; warmup, then cosine decay).", _T.lr)]
+BatchSize = Annotated[Optional[int], setting("Parallel streams per step.", AUTO)]
+Lr = Annotated[Optional[float], setting("Peak learning rate (AdamW; warmup, then cosine decay).", AUTO)]
 MaxSteps = Annotated[Optional[int], setting("Stop after this many steps.")]
 MaxTime = Annotated[Optional[str], setting("Stop after this long, e.g. 90s, 10m, 2h. With neither limit: 5m.")]
 ValFraction = Annotated[
     Optional[float], setting("Last fraction of the text held out for validation.", _T.val_fraction)
 ]
-EvalEvery = Annotated[Optional[int], setting("Steps between validations (each saves a checkpoint).", _T.eval_every)]
+EvalEvery = Annotated[Optional[int], setting("Steps between validations (each saves a checkpoint).", AUTO)]
 Seed = Annotated[Optional[int], setting("Random seed.", _T.seed)]
 TrainDevice = Annotated[Optional[str], setting("auto, cpu, cuda or mps.", _T.device)]
 Precision = Annotated[

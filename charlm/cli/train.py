@@ -76,6 +76,9 @@ def train(
 ) -> None:
     """Train a model on CORPUS; progress on stderr, checkpoints in the run folder.
 
+    Settings whose default is auto are chosen for the budget, the text and the device's measured speed, unless
+    given; stderr says what was chosen and why.
+
     Under torchrun (torchrun --nproc_per_node=N -m charlm train ...) the N processes train one model together.
     """
     from charlm import training
