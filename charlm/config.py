@@ -8,14 +8,29 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CELLS = ("gru", "lstm", "rnn")  # the recurrent cells a model can be built from (see charlm/model.py)
 
 
+class _Saved:
+    """A config as a plain dict (saved in every checkpoint), and back; keys this version does not know are
+    dropped, so a checkpoint written by a newer charlm with new fields still loads."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(**_known(cls, d))
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(_Saved):
     vocab_size: int
     embed: int = 64  # size of the learned vector for each character
     hidden: int = 256  # state size of each layer: the model's memory, and most of its cost (grows as hidden**2)
@@ -34,16 +49,9 @@ class ModelConfig:
             out.append(f"--cell must be {', '.join(CELLS[:-1])} or {CELLS[-1]} (got {self.cell!r})")
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return cls(**_known(cls, d))
-
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Saved):
     seq_len: int = 64  # characters per stream per step: how far back gradients flow (truncated BPTT)
     batch_size: int = 32  # parallel streams the text is cut into; characters per step = batch_size * seq_len
     lr: float = 3e-3  # peak learning rate, reached after warmup, then cosine-decayed to lr * min_lr_ratio
@@ -85,13 +93,6 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             out.append(f"--precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]} (got {self.precision!r})")
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return cls(**_known(cls, d))
 
 
 def _flag(name: str) -> str:

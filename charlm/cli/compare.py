@@ -7,59 +7,38 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from charlm.cli.options import (
-    BatchSize,
-    Corpus,
-    Dropout,
-    Embed,
-    EvalEvery,
-    Hidden,
-    JsonSummary,
-    Layers,
-    Lr,
-    MaxSteps,
-    MaxTime,
-    Precision,
-    Quiet,
-    ReplaceBadBytes,
-    Seed,
-    SeqLen,
-    TrainDevice,
-    ValFraction,
-    given,
-    setting,
-)
+from charlm.cli import options as opt
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
 from charlm.ui.console import err_console
 
 
 def compare(
-    corpus: Corpus = None,
+    corpus: opt.Corpus = None,
     cells: Annotated[str, typer.Option(help="Cells to train, in order; the first is the reference.")] = "gru,lstm,rnn",
     match: Annotated[
         str, typer.Option(help="params: each cell's width gives the reference's parameter count; width: one width.")
     ] = "params",
     out: Annotated[
-        Optional[Path], setting("Parent folder: one run folder per cell in it.", "checkpoints/<corpus name>-compare")
+        Optional[Path], opt.setting("Parent folder, one run folder per cell in it.", "checkpoints/<corpus>-compare")
     ] = None,
-    hidden: Hidden = None,
-    layers: Layers = None,
-    embed: Embed = None,
-    dropout: Dropout = None,
-    seq_len: SeqLen = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    max_steps: MaxSteps = None,
-    max_time: MaxTime = None,
-    val_fraction: ValFraction = None,
-    eval_every: EvalEvery = None,
-    seed: Seed = None,
-    device: TrainDevice = None,
-    precision: Precision = None,
-    replace_bad_bytes: ReplaceBadBytes = False,
-    json_out: JsonSummary = False,
-    quiet: Quiet = False,
+    hidden: opt.Hidden = None,
+    layers: opt.Layers = None,
+    embed: opt.Embed = None,
+    dropout: opt.Dropout = None,
+    seq_len: opt.SeqLen = None,
+    batch_size: opt.BatchSize = None,
+    lr: opt.Lr = None,
+    max_steps: opt.MaxSteps = None,
+    max_time: opt.MaxTime = None,
+    val_fraction: opt.ValFraction = None,
+    eval_every: opt.EvalEvery = None,
+    seed: opt.Seed = None,
+    device: opt.TrainDevice = None,
+    precision: opt.Precision = None,
+    replace_bad_bytes: opt.ReplaceBadBytes = False,
+    json_out: opt.JsonSummary = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Train each cell on CORPUS with the same split, seed and budget (each per cell), one after another.
 
@@ -93,7 +72,7 @@ def compare(
             result = training.train(req, display)
         return result
 
-    results = run_compare(names, parent, given(settings), match, train_one)  # type: ignore[arg-type]
+    results = run_compare(names, parent, opt.given(settings), match, train_one)  # type: ignore[arg-type]
     if json_out:
         print_json({"parent": str(parent), "cells": [r.to_dict() for r in results]})
     else:
