@@ -44,9 +44,9 @@ GRID: list[tuple[str, str, str, float]] = [
     ("small", "15x", "2x256", 0.25),  # a budget of "15x" is 15 passes over the training text
     *[("small", "12x", s, 0.2) for s in ("1x256", "2x256")],
     *[("markov", "1m", s, 0.0) for s in ("1x256", "2x256")],
-    ("markov", "1m", "1x256", 0.15),
+    *[("markov", "1m", "1x256", d) for d in (0.05, 0.15)],
     ("full", "3m", "2x256", 0.0),
-    ("full", "10m", "2x384", 0.1),
+    *[("full", "10m", "2x384", d) for d in (0.0, 0.1)],
 ]
 
 

@@ -16,9 +16,7 @@ from typing import Any
 from charlm.config import TrainConfig
 from charlm.device import pick_device, pick_precision
 from charlm.training.autoconfig import MODEL_KEYS, TRAIN_KEYS, choose
-from charlm.training.calibrate import REFERENCE, SpeedModel, calibrate, calibration_shapes
-
-CALIBRATION_SECONDS = 3.0  # the most the timing may take (a shape that would overrun it is left out)
+from charlm.training.calibrate import CALIBRATION_SECONDS, REFERENCE, SpeedModel, calibrate, calibration_shapes
 
 
 def configure(
@@ -37,7 +35,8 @@ def configure(
     device = pick_device(cfg.device)
     speed, timed = REFERENCE, {}
     if cfg.max_time is not None:
-        speed, timed = _measure(device, vocab_size, pick_precision(cfg.precision, device), on_event)
+        limit = min(CALIBRATION_SECONDS, 0.04 * cfg.max_time)  # at most 4% of the run
+        speed, timed = _measure(device, vocab_size, pick_precision(cfg.precision, device), limit, on_event)
     choice = choose(
         vocab_size, train_chars, speed, cfg.max_time, cfg.max_steps, val_chars, device.type, overrides=given
     )
@@ -56,10 +55,13 @@ def configure(
     return model_over, cfg, auto
 
 
-def _measure(device: Any, vocab_size: int, autocast: Any, on_event: Any) -> tuple[SpeedModel, dict[str, float]]:
-    """The device's speed model, from a few timed training steps of the calibration shapes."""
+def _measure(
+    device: Any, vocab_size: int, autocast: Any, limit: float, on_event: Any
+) -> tuple[SpeedModel, dict[str, float]]:
+    """The device's speed model, from a few timed training steps of the calibration shapes (calibrate.measure,
+    with each shape's speed kept to be shown and stored)."""
     t0 = time.perf_counter()
-    measured = calibrate(device, vocab_size, calibration_shapes(device.type), autocast, max_seconds=CALIBRATION_SECONDS)
+    measured = calibrate(device, vocab_size, calibration_shapes(device.type), autocast, max_seconds=limit)
     took = time.perf_counter() - t0
     timed = {s.name: round(v) for s, v in measured.items()}
     if on_event is not None:

@@ -29,8 +29,7 @@ from charlm.training.calibrate import Shape, SpeedModel
 
 CANDIDATES = ((1, 128), (1, 256), (2, 256), (2, 384), (2, 512), (2, 768), (3, 1024), (3, 1536))
 CHARS_PER_PARAM = 3.0  # the fewest characters per parameter a chosen model reads in its plan
-DROPOUT_FROM, DROPOUT_SLOPE, DROPOUT_MAX = 5.0, 0.16, 0.2  # dropout = slope * log2(passes / from), capped
-MAX_PASSES = DROPOUT_FROM * 2 ** (DROPOUT_MAX / DROPOUT_SLOPE)  # ~11.9: where dropout reaches its cap
+DROPOUT_FROM, MAX_PASSES, DROPOUT_MAX = 8.0, 12.0, 0.2  # dropout: 0 up to 8 passes, rising to 0.2 at 12
 OVERHEAD = 0.9  # share of a run's time spent in training steps (the rest: validation, batching)
 BATCH_GAIN, MIN_STEPS = 1.25, 2000  # see batch_for
 BATCH_START, BATCH_MAX = 32, 1024  # the batch starts at 32 streams (tuned on a CPU) and may double up to 1024
@@ -64,10 +63,9 @@ class Plan:
 
 
 def dropout_for(passes: float) -> float:
-    """None for a few passes over the text; then more with every doubling of the passes, up to DROPOUT_MAX."""
-    if passes <= DROPOUT_FROM:
-        return 0.0
-    return round(min(DROPOUT_MAX, DROPOUT_SLOPE * math.log2(passes / DROPOUT_FROM)), 2)
+    """None up to DROPOUT_FROM passes over the text, then rising in a straight line to DROPOUT_MAX at MAX_PASSES."""
+    share = (passes - DROPOUT_FROM) / (MAX_PASSES - DROPOUT_FROM)
+    return round(DROPOUT_MAX * min(1.0, max(0.0, share)), 2)
 
 
 def batch_for(shape: Shape, speed: SpeedModel, vocab_size: int, train_chars: int, most_chars: float) -> int:

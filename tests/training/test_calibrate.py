@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
 from charlm.config import ModelConfig
 from charlm.model import CharGRU
-from charlm.training.calibrate import REFERENCE, Shape, SpeedModel, calibrate, calibration_shapes
+from charlm.training.calibrate import REFERENCE, Shape, SpeedModel, calibrate, calibration_shapes, measure
 
 
 def test_params_match_the_model() -> None:
@@ -57,3 +59,10 @@ def test_calibrate_skips_shapes_that_would_overrun_its_time() -> None:
 
 def test_a_gpu_is_timed_at_a_large_batch_too() -> None:
     assert max(s.batch_size for s in calibration_shapes("cuda")) > max(s.batch_size for s in calibration_shapes("cpu"))
+
+
+def test_measure_keeps_to_a_share_of_a_short_budget() -> None:
+    t0 = time.perf_counter()
+    model = measure(torch.device("cpu"), 65, budget_seconds=1.0)  # 4% of 1 s: only the first, small shape
+    assert model.latency > 0 and model.flop_rate > 0
+    assert time.perf_counter() - t0 < 5.0  # one small shape's three steps, even on a busy machine
