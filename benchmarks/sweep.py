@@ -11,7 +11,8 @@ once by charlm's calibration and kept in the JSON file, so a rerun trains the sa
     python benchmarks/sweep.py --only small    # the points whose corpus name contains this
 
 The corpora: the first 200,000 characters of tiny Shakespeare ("small"), all of it ("full"), and the shipped
-corpora/markov.txt ("markov"); the last 10% of each is validation.
+corpora/markov.txt ("markov"); the last 10% of each is validation. A budget is a time ("30s" to "10m") or a
+number of passes over the training text ("12x").
 """
 
 from __future__ import annotations

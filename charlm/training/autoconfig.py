@@ -9,7 +9,7 @@ reasons in characters read: for each candidate shape the budget buys `seconds x 
 * width and depth: the largest candidate that reads at least CHARS_PER_PARAM characters per parameter within
   that plan (a bigger model learns more per character, but one that reads too little is still far from
   trained when the plan ends);
-* dropout grows with the planned passes, from none at DROPOUT_FROM up to DROPOUT_MAX;
+* dropout from the planned passes: none below DROPOUT_FROM, then from DROPOUT_START up to DROPOUT_MAX;
 * batch: 32 streams, doubled while that trains BATCH_GAIN times faster (a GPU, whose step is mostly the
   recurrence's latency); the learning rate grows with the batch's square root;
 * validation: often enough for the plateau rule (about EVALS_PER_RUN per run), rarely enough to cost at most
@@ -29,7 +29,8 @@ from charlm.training.calibrate import Shape, SpeedModel
 
 CANDIDATES = ((1, 128), (1, 256), (2, 256), (2, 384), (2, 512), (2, 768), (3, 1024), (3, 1536))
 CHARS_PER_PARAM = 3.0  # the fewest characters per parameter a chosen model reads in its plan
-DROPOUT_FROM, MAX_PASSES, DROPOUT_MAX = 8.0, 12.0, 0.2  # dropout: 0 up to 8 passes, rising to 0.2 at 12
+DROPOUT_FROM, MAX_PASSES = 5.0, 12.0  # dropout: none below 5 passes, 0.1 at 5, rising to 0.2 at 12 (the cap)
+DROPOUT_START, DROPOUT_MAX = 0.1, 0.2
 OVERHEAD = 0.9  # share of a run's time spent in training steps (the rest: validation, batching)
 BATCH_GAIN, MIN_STEPS = 1.25, 2000  # see batch_for
 BATCH_START, BATCH_MAX = 32, 1024  # the batch starts at 32 streams (tuned on a CPU) and may double up to 1024
@@ -63,9 +64,12 @@ class Plan:
 
 
 def dropout_for(passes: float) -> float:
-    """None up to DROPOUT_FROM passes over the text, then rising in a straight line to DROPOUT_MAX at MAX_PASSES."""
-    share = (passes - DROPOUT_FROM) / (MAX_PASSES - DROPOUT_FROM)
-    return round(DROPOUT_MAX * min(1.0, max(0.0, share)), 2)
+    """None below DROPOUT_FROM passes over the text (dropout only slows learning there), then DROPOUT_START,
+    rising in a straight line to DROPOUT_MAX at MAX_PASSES."""
+    if passes < DROPOUT_FROM:
+        return 0.0
+    share = min(1.0, (passes - DROPOUT_FROM) / (MAX_PASSES - DROPOUT_FROM))
+    return round(DROPOUT_START + (DROPOUT_MAX - DROPOUT_START) * share, 2)
 
 
 def batch_for(shape: Shape, speed: SpeedModel, vocab_size: int, train_chars: int, most_chars: float) -> int:

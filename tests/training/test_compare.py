@@ -86,6 +86,10 @@ def test_cli_compare_trains_each_cell_into_its_own_run(tmp_path: Path, tiny_corp
         # each run is an ordinary one: it can be sampled from
         out = runner.invoke(app, ["sample", r["run"], "--length", "20", "--seed", "1", "-q"])
         assert out.exit_code == 0 and len(out.stdout) == 20, out.output
+        scored = runner.invoke(app, ["evaluate", r["run"], str(tiny_corpus), "--json", "-q"])
+        assert scored.exit_code == 0 and json.loads(scored.stdout)["chars"] > 0, scored.output
+        described = json.loads(runner.invoke(app, ["info", r["run"], "--json"]).stdout)
+        assert described["model"]["cell"] == cell and described["model"]["parameters"] == r["params"]
     assert rows["gru"]["time_to_reference"] is not None  # the reference reaches its own best
     assert set(compared_runs(parent)) == {"gru", "lstm", "rnn"}  # `charlm plot PARENT` draws one curve per cell
     table = runner.invoke(app, ["compare", str(tiny_corpus), "--out", str(tmp_path / "b"), *TINY, "--cells", "rnn"])
@@ -116,4 +120,11 @@ def test_cli_compare_bad_values_are_one_line_errors(tiny_corpus: Path, args: lis
     corpus = [] if args == ["-"] else [str(tiny_corpus)]
     res = runner.invoke(app, ["compare", *corpus, *TINY, *args])
     assert res.exit_code == 2 and message in res.stderr and res.stderr.count("\n") == 1, res.output
+    assert not Path("checkpoints").exists()
+
+
+def test_train_refuses_an_unknown_cell_in_one_line(tiny_corpus: Path) -> None:
+    res = runner.invoke(app, ["train", str(tiny_corpus), "--cell", "gru2", "--max-steps", "2"])
+    assert res.exit_code == 2 and res.stdout == "" and res.stderr.count("\n") == 1
+    assert "--cell must be gru, lstm or rnn (got 'gru2')" in res.stderr
     assert not Path("checkpoints").exists()
