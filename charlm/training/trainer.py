@@ -7,20 +7,17 @@ all ranks, and the hidden state and RNG states are gathered for each checkpoint.
 others receive its figure), reports, writes metrics.jsonl and writes checkpoints; every rank takes the same
 collective steps in the same order, including a roll-back.
 
-It reports through one callback, ``on_event(kind, info)``, and prints nothing itself, so it can be driven
-from the CLI, a test or a notebook. Kinds: "start", "step", "eval", "save", "warn", "done".
+It reports through one callback (charlm.training.types) and prints nothing itself, so it can be driven from the
+CLI, a test or a notebook.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from charlm import checkpoint as ckpt_io
@@ -29,50 +26,15 @@ from charlm.data.streams import TokenStreams
 from charlm.device import pick_device, pick_precision
 from charlm.errors import CharlmError
 from charlm.inference.evaluate import score_ids
-from charlm.model import CharGRU, lm_loss
-from charlm.tokenizer import CharTokenizer
+from charlm.model import CharLM, lm_loss
 from charlm.training import distributed, state
 from charlm.training.distributed import RankInfo
 from charlm.training.schedule import Plateau, get_lr
+from charlm.training.types import OnEvent, TrainData, TrainResult, _silent, warn
 
-OnEvent = Callable[[str, dict[str, Any]], None]
 VAL_MAX_CHARS = 2_000_000  # validation reads the first this many held-out characters
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before rolling back to the last checkpoint
-
-
-@dataclass
-class TrainData:
-    tokenizer: CharTokenizer
-    train_ids: np.ndarray
-    val_ids: np.ndarray
-    info: dict[str, Any] = field(default_factory=dict)  # sources, sizes: saved in every checkpoint
-
-
-@dataclass
-class TrainResult:
-    run: Path
-    step: int
-    best: Path | None
-    best_val_bpc: float | None
-    last: Path | None
-    chars_per_sec: float
-    elapsed: float
-    stopped_by: str  # "max_steps", "max_time", "early_stop", "already_done", or what interrupted it ("SIGINT"...)
-    early_stop: str | None = None  # why validation said to stop before the budget was spent
-
-    @property
-    def interrupted(self) -> bool:
-        return self.stopped_by not in ("max_steps", "max_time", "early_stop", "already_done")
-
-
-def _silent(kind: str, info: dict[str, Any]) -> None:
-    pass
-
-
-def warn(on_event: OnEvent | None, message: str) -> None:
-    """A "warn" event, for code that reports through an optional callback."""
-    if on_event is not None:
-        on_event("warn", {"message": message})
+__all__ = ["OnEvent", "TrainData", "TrainResult", "Trainer", "warn"]
 
 
 class Trainer:
@@ -93,7 +55,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         self.autocast = pick_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed)
-        self.model = CharGRU(model_cfg).to(self.device)
+        self.model = CharLM(model_cfg).to(self.device)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
         self.opt = torch.optim.AdamW(
