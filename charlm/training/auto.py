@@ -16,7 +16,7 @@ from typing import Any
 from charlm.config import TrainConfig
 from charlm.device import pick_device, pick_precision
 from charlm.training.autoconfig import MODEL_KEYS, TRAIN_KEYS, choose
-from charlm.training.calibrate import CALIBRATION_SECONDS, REFERENCE, SpeedModel, calibrate, calibration_shapes
+from charlm.training.calibrate import REFERENCE, SpeedModel, measure
 
 
 def configure(
@@ -35,8 +35,7 @@ def configure(
     device = pick_device(cfg.device)
     speed, timed = REFERENCE, {}
     if cfg.max_time is not None:
-        limit = min(CALIBRATION_SECONDS, 0.04 * cfg.max_time)  # at most 4% of the run
-        speed, timed = _measure(device, vocab_size, pick_precision(cfg.precision, device), limit, on_event)
+        speed, timed = _measure(device, vocab_size, pick_precision(cfg.precision, device), cfg.max_time, on_event)
     choice = choose(
         vocab_size, train_chars, speed, cfg.max_time, cfg.max_steps, val_chars, device.type, overrides=given
     )
@@ -56,15 +55,13 @@ def configure(
 
 
 def _measure(
-    device: Any, vocab_size: int, autocast: Any, limit: float, on_event: Any
+    device: Any, vocab_size: int, autocast: Any, budget: float, on_event: Any
 ) -> tuple[SpeedModel, dict[str, float]]:
-    """The device's speed model, from a few timed training steps of the calibration shapes (calibrate.measure,
-    with each shape's speed kept to be shown and stored)."""
+    """calibrate.measure, timed and said on stderr; each shape's speed is kept to be stored with the choice."""
     t0 = time.perf_counter()
-    measured = calibrate(device, vocab_size, calibration_shapes(device.type), autocast, max_seconds=limit)
-    took = time.perf_counter() - t0
+    speed, measured = measure(device, vocab_size, autocast, budget)
     timed = {s.name: round(v) for s, v in measured.items()}
     if on_event is not None:
         shown = ", ".join(f"{name} {v:,.0f} chars/s" for name, v in timed.items())
-        on_event("note", {"message": f"calibrated {device.type} in {took:.1f}s: {shown}"})
-    return SpeedModel.fit(measured, vocab_size), timed
+        on_event("note", {"message": f"calibrated {device.type} in {time.perf_counter() - t0:.1f}s: {shown}"})
+    return speed, timed

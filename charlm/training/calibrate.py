@@ -172,9 +172,10 @@ CALIBRATION_SECONDS = 3.0  # the most a calibration may take; less for a short b
 
 def measure(
     device: torch.device, vocab_size: int, autocast: torch.dtype | None = None, budget_seconds: float | None = None
-) -> SpeedModel:
+) -> tuple[SpeedModel, dict[Shape, float]]:
     """The device's speed model, from timing `calibration_shapes` for at most CALIBRATION_SECONDS (or 4% of a
-    timed budget, if that is less): what a run calls before choosing its model."""
+    timed budget, if that is less), and the speed measured for each shape: what a run calls before choosing its
+    model."""
     limit = CALIBRATION_SECONDS if budget_seconds is None else min(CALIBRATION_SECONDS, 0.04 * budget_seconds)
     speeds = calibrate(device, vocab_size, calibration_shapes(device.type), autocast, max_seconds=limit)
-    return SpeedModel.fit(speeds, vocab_size)
+    return SpeedModel.fit(speeds, vocab_size), speeds
