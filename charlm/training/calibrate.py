@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from charlm.config import ModelConfig
-from charlm.model import CharGRU, lm_loss
+from charlm.model import CharGRU, count_params, lm_loss
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,7 @@ class Shape:
         return 6.0 * macs
 
     def params(self, vocab_size: int) -> int:
-        n = vocab_size * self.embed + self.hidden * vocab_size + vocab_size
-        for layer in range(self.layers):
-            width_in = self.embed if layer == 0 else self.hidden
-            n += 3 * self.hidden * (width_in + self.hidden) + 6 * self.hidden
-        return n
+        return count_params(ModelConfig(vocab_size, self.embed, self.hidden, self.layers))
 
     def with_batch(self, batch_size: int) -> Shape:
         return replace(self, batch_size=batch_size)
