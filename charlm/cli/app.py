@@ -48,15 +48,25 @@ app = typer.Typer(
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+# The library names a setting by its parameter name; the command line by its flag. Each is the parameter's
+# name with dashes, "--max-time" for max_time, but for these:
+FLAG_NAMES = {"n": "--num-samples", "corpus": "CORPUS", "path": "CHECKPOINT"}
+
+
+def flag(name: str) -> str:
+    """The command line's name for the library's parameter `name`: the one place the two are mapped."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
 def handled(fn: Callable[..., None]) -> Callable[..., None]:
-    """Turn a CharlmError into its one-line message on stderr and its exit status."""
+    """Turn a CharlmError into its one-line message on stderr (settings named by their flags) and its exit status."""
 
     @functools.wraps(fn)  # Typer reads the options from the wrapped function's signature
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
         except CharlmError as e:
-            error(str(e))
+            error(e.render(flag))
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:
             # The reader went away (`charlm sample | head`): that is a normal end for a pipeline, not an error.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from charlm.inference.sample import CHUNK, INT8_MIN_BATCH, Gumbel, SampleOptions, decode, sampling_filter
+from charlm.inference.draws import CHUNK, INT8_MIN_BATCH, Gumbel, SampleOptions, decode, sampling_filter
 from charlm.inference.threads import cpu_threads, intra_op_threads, run_shares, split
 
 SHARE_ROWS = 128  # samples per share when many run at once
