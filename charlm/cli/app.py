@@ -16,6 +16,7 @@ import typer
 
 from charlm import __version__
 from charlm.cli import compare, evaluate, explain, info, sample, train
+from charlm.cli.options import flag
 from charlm.cli.output import silence_stdout
 from charlm.errors import CharlmError
 from charlm.ui.console import error
@@ -46,16 +47,6 @@ app = typer.Typer(
 )
 # Typer raises Click's exceptions; newer Typer releases vendor Click, so find the base class through Typer.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-
-
-# The library names a setting by its parameter name; the command line by its flag. Each is the parameter's
-# name with dashes, "--max-time" for max_time, but for these:
-FLAG_NAMES = {"n": "--num-samples", "corpus": "CORPUS", "path": "CHECKPOINT"}
-
-
-def flag(name: str) -> str:
-    """The command line's name for the library's parameter `name`: the one place the two are mapped."""
-    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 def handled(fn: Callable[..., None]) -> Callable[..., None]:

@@ -4,7 +4,7 @@ text or for each of its lines on its own."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -166,18 +166,22 @@ def split_lines(text: str) -> list[str]:
 def line_records(
     model: CharGRU,
     tok: CharTokenizer,
-    text: str,
+    text: str | Sequence[str],
     skip_unknown: bool,
     device: torch.device | str = "cpu",
     block: int = 4096,
+    what: str = "the text",
 ) -> Iterator[tuple[str, LineScore]]:
-    """(line, LineScore) for each line of `text`, in order, scored `block` lines at a time.
+    """(line, LineScore) for each line of `text` (a text, cut at its newlines, or its lines), in order, scored
+    `block` lines at a time.
 
     Lines are scored in blocks so that a text of millions of lines never holds all its ids at once, and the
-    first records can be printed before the last lines are scored.
+    first records can be printed before the last lines are scored. Unknown characters raise one error for the
+    whole input, before anything is scored, unless `skip_unknown`.
     """
-    lines = split_lines(text)
-    tok.encode(text, "skip" if skip_unknown else "error", what="the text")  # one clear error for the whole input
+    lines = split_lines(text) if isinstance(text, str) else list(text)
+    joined = text if isinstance(text, str) else "\n".join(lines)
+    tok.encode(joined, "skip" if skip_unknown else "error", what=what)  # one clear error for the whole input
     start = tok.id_of("\n") if "\n" in tok else None
     for a in range(0, len(lines), block):
         part = lines[a : a + block]

@@ -22,6 +22,7 @@ from charlm.tokenizer import CharTokenizer, OnUnknown
 
 if TYPE_CHECKING:
     from charlm.checkpoint import Checkpoint
+    from charlm.config import ModelConfig
 
 __all__ = [  # the sampling options and draws live in charlm.inference.draws, which torch_step also reads
     "CHUNK",
@@ -35,6 +36,7 @@ __all__ = [  # the sampling options and draws live in charlm.inference.draws, wh
     "generate_chunks",
     "generate_ids",
     "load",
+    "numpy_path",
     "sample_many",
     "sampling_filter",
     "start_ids",
@@ -152,23 +154,27 @@ def sample_many(model: Any, tok: CharTokenizer, opts: SampleOptions, n: int, dev
     return texts
 
 
+def numpy_path(cfg: ModelConfig, device: str, streams: int) -> bool:
+    """Whether `streams` samples at once of a model of `cfg`, asked for on `device` (auto, cpu, ...), are
+    stepped in NumPy on the CPU: a GRU, fewer than INT8_MIN_BATCH samples, on the CPU, or on auto when it is
+    small (CPU_MAX_PARAMS)."""
+    if streams >= INT8_MIN_BATCH or getattr(cfg, "cell", "gru") != "gru":
+        return False
+    small = sum(math.prod(s) for s in GRUWeights.shapes(cfg).values()) <= CPU_MAX_PARAMS
+    return device == "cpu" or device == "auto" and small
+
+
 def load(ck: Checkpoint, device: str, streams: int) -> tuple[Any, CharTokenizer, Any]:
     """What to sample `streams` samples at once from a checkpoint with: (model, tokenizer, device).
 
-    A GRU that will be stepped on the CPU is read as NumPy arrays, without loading torch; anything else is
-    the torch model on `device`.
+    A GRU that will be stepped on the CPU (`numpy_path`) is read as NumPy arrays, without loading torch;
+    anything else is the torch model on `device`.
     """
     from charlm import checkpoint as ckpt_io
 
-    cfg = ck.model_config
-    small = sum(math.prod(s) for s in GRUWeights.shapes(cfg).values()) <= CPU_MAX_PARAMS
-    if (
-        streams < INT8_MIN_BATCH
-        and getattr(cfg, "cell", "gru") == "gru"
-        and (device == "cpu" or device == "auto" and small)
-    ):
+    if numpy_path(ck.model_config, device, streams):
         try:
-            return GRUWeights(cfg, ckpt_io.read_tensors(ck, framework="numpy")), ck.tokenizer, "cpu"
+            return GRUWeights(ck.model_config, ckpt_io.read_tensors(ck, framework="numpy")), ck.tokenizer, "cpu"
         except (KeyError, ValueError):
             pass  # the weights do not fit the config: the torch loader says how
     from charlm.device import pick_device

@@ -8,10 +8,16 @@ by one thread with torch's own threading off, leaves nothing to wait for until t
 only slows its own share (scoring kept its one-thread speed, sampling 0.6 of it, which also pays for the
 GIL between its operations: 8% when both shares share one core). torch releases the GIL inside its
 operations, so the shares run in parallel.
+
+torch's thread count is one setting for the whole process, and a loaded model may be used by several threads
+at once (a server): `intra_op_threads` changes it under a lock, restoring it when the last block open ends, and
+`cpu_threads` reads the count set outside every block, so how work is cut into shares (and so every result)
+never depends on what another thread is doing.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,25 +26,42 @@ from typing import TypeVar
 import torch
 
 S, T = TypeVar("S"), TypeVar("T")
+_lock = threading.Lock()
+_open = 0  # intra_op_threads blocks open, in every thread
+_outer = 0  # torch's thread count outside them all (read when the first one opened)
 
 
 @contextmanager
 def intra_op_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to `n` for the block (a process-wide setting, restored after)."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
+    """torch's intra-op thread count set to `n` for the block (a process-wide setting, restored when the last
+    block open in any thread ends; while blocks of other threads asking for other counts are open, the last
+    one asked for holds, which changes only the speed)."""
+    global _open, _outer
+    with _lock:
+        if _open == 0:
+            _outer = torch.get_num_threads()
+        _open += 1
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
     try:
         yield
     finally:
-        if n != before:
-            torch.set_num_threads(before)
+        with _lock:
+            _open -= 1
+            if _open == 0 and torch.get_num_threads() != _outer:
+                torch.set_num_threads(_outer)
+
+
+def configured_threads() -> int:
+    """torch's intra-op thread count as set outside every `intra_op_threads` block."""
+    with _lock:
+        return _outer if _open else torch.get_num_threads()
 
 
 def cpu_threads(device: torch.device | str) -> int:
-    """Threads to share work among: torch's intra-op count on a CPU, one elsewhere (a GPU runs each operation
-    on all its cores anyway)."""
-    return torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+    """Threads to share work among: torch's intra-op count (outside any block) on a CPU, one elsewhere (a GPU
+    runs each operation on all its cores anyway)."""
+    return configured_threads() if torch.device(device).type == "cpu" else 1
 
 
 def split(rows: int, n: int) -> list[slice]:
