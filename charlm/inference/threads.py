@@ -10,9 +10,9 @@ GIL between its operations: 8% when both shares share one core). torch releases 
 operations, so the shares run in parallel.
 
 torch's thread count is one setting for the whole process, and a loaded model may be used by several threads
-at once (a server): `intra_op_threads` changes it under a lock, restoring it when the last block open ends, and
-`cpu_threads` reads the count set outside every block, so how work is cut into shares (and so every result)
-never depends on what another thread is doing.
+at once (a server): `intra_op_threads` changes it under a lock and keeps, per thread, the count each block
+asked for, and `cpu_threads` reads this thread's own view of it, so how work is cut into shares (and so every
+result) never depends on what another thread is doing.
 """
 
 from __future__ import annotations
@@ -27,20 +27,30 @@ import torch
 
 S, T = TypeVar("S"), TypeVar("T")
 _lock = threading.Lock()
-_open = 0  # intra_op_threads blocks open, in every thread
-_outer = 0  # torch's thread count outside them all (read when the first one opened)
+_asked = threading.local()  # .counts: the counts this thread's open blocks asked for, innermost last
+_open = 0  # intra_op_threads blocks open, in all threads together
+_outer = 0  # torch's thread count outside every block (read when the first one opened)
+
+
+def _mine() -> list[int]:
+    if not hasattr(_asked, "counts"):
+        _asked.counts = []
+    return _asked.counts
 
 
 @contextmanager
 def intra_op_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to `n` for the block (a process-wide setting, restored when the last
-    block open in any thread ends; while blocks of other threads asking for other counts are open, the last
-    one asked for holds, which changes only the speed)."""
+    """torch's intra-op thread count set to `n` for the block: a process-wide setting, so while blocks of other
+    threads are open the one set last holds (which changes only the speed, never a result: see `cpu_threads`).
+    On leaving, the count is what this thread's enclosing block asked for, or the count from before the first
+    block once none is open in any thread."""
     global _open, _outer
+    mine = _mine()
     with _lock:
         if _open == 0:
             _outer = torch.get_num_threads()
         _open += 1
+        mine.append(n)
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
     try:
@@ -48,19 +58,23 @@ def intra_op_threads(n: int) -> Iterator[None]:
     finally:
         with _lock:
             _open -= 1
-            if _open == 0 and torch.get_num_threads() != _outer:
-                torch.set_num_threads(_outer)
+            mine.pop()
+            back = mine[-1] if mine else _outer if _open == 0 else None
+            if back is not None and torch.get_num_threads() != back:
+                torch.set_num_threads(back)
 
 
 def configured_threads() -> int:
-    """torch's intra-op thread count as set outside every `intra_op_threads` block."""
+    """torch's intra-op thread count as this thread sees it: what its innermost open `intra_op_threads` block
+    asked for, else the count outside every block (whatever other threads' blocks have set meanwhile)."""
+    mine = _mine()
     with _lock:
-        return _outer if _open else torch.get_num_threads()
+        return mine[-1] if mine else _outer if _open else torch.get_num_threads()
 
 
 def cpu_threads(device: torch.device | str) -> int:
-    """Threads to share work among: torch's intra-op count (outside any block) on a CPU, one elsewhere (a GPU
-    runs each operation on all its cores anyway)."""
+    """Threads to share work among: torch's intra-op count as this thread sees it (`configured_threads`) on a
+    CPU, one elsewhere (a GPU runs each operation on all its cores anyway)."""
     return configured_threads() if torch.device(device).type == "cpu" else 1
 
 
