@@ -272,13 +272,14 @@ class Model:
     def _sampler(self, streams: int) -> tuple[Any, Any]:
         """What `streams` samples at once step on: the NumPy weights of a GRU on the CPU, or the torch module."""
         from charlm.inference import sample as sampling
+        from charlm.inference.gru_numpy import GRUWeights
 
         if sampling.numpy_path(self.config, self._device, streams):
             with self._lock:
                 if self._weights is None:
                     try:
                         state = ckpt_io.read_tensors(self._ck, framework="numpy")
-                        self._weights = sampling.GRUWeights(self.config, state)
+                        self._weights = GRUWeights(self.config, state)
                     except (KeyError, ValueError):
                         self._weights = False  # the weights do not fit the config: the torch loader says how
                 weights = self._weights

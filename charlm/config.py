@@ -25,7 +25,8 @@ class _Saved:
     dropped, so a checkpoint written by a newer charlm with new fields still loads."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        out: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:

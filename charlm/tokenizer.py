@@ -64,7 +64,8 @@ class CharTokenizer:
         ids, ok = self._lookup(cps)
         if not ok.all():
             if on_unknown == "skip":
-                return ids[ok]
+                kept: np.ndarray = ids[ok]
+                return kept
             bad = list(dict.fromkeys(chr(int(c)) for c in cps[~ok]))
             shown = ", ".join(describe_char(c) for c in bad[:10]) + (" ..." if len(bad) > 10 else "")
             raise UnknownCharactersError(
