@@ -124,9 +124,9 @@ def stop_when_set(trainer: Trainer, stop: threading.Event | None) -> Iterator[No
     emit = trainer.emit
 
     def checking(kind: str, info: dict[str, object]) -> None:
+        emit(kind, info)  # first: the caller's own callback may be what sets it
         if stop.is_set() and not trainer.stop_requested:
             trainer.stop_requested = "stop"
-        emit(kind, info)
 
     trainer.emit = checking
     try:
