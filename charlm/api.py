@@ -81,6 +81,12 @@ class Score:
     def perplexity(self) -> float:
         return math.exp(self.nats_per_char) if self.chars else math.nan
 
+    def __repr__(self) -> str:
+        return (
+            f"Score({self.nats_per_char:.4f} nats/char, {self.bits_per_char:.4f} bits/char, "
+            f"perplexity {self.perplexity:.3f}, {self.chars} chars)"
+        )
+
     def to_dict(self) -> dict[str, float | int]:
         """The record `charlm evaluate --json` prints (its ``loss`` is nats per character)."""
         return {
@@ -263,7 +269,8 @@ class Model:
         cell = {"gru": "GRU", "lstm": "LSTM", "rnn": "RNN"}.get(c.cell, c.cell)
         bpc = f"best {best:.4f} bits/char" if best is not None else "not validated"
         return (
-            f"<charlm.Model {cell}, {c.layers} layers x {c.hidden} hidden, {self.parameters:,} parameters, "
+            f"<charlm.Model {cell}, {c.layers} layer{'s' if c.layers != 1 else ''} x {c.hidden} hidden, "
+            f"{self.parameters:,} parameters, "
             f"{c.vocab_size} characters, {self.step:,} steps trained, {bpc}: {self.path}>"
         )
 

@@ -62,7 +62,7 @@ def test_readme_python_examples_run(workspace: Path) -> None:
     assert len(blocks) == 3
     out = run_blocks(blocks)
     assert out.startswith("<charlm.Model GRU, 2 layers x 24 hidden, ")
-    assert re.search(r"\n\d\.\d{3} bits/char\n", out)
+    assert re.search(r"\d\.\d{3} bits/char\n", out)  # the stream before it may end mid-line
     assert "temperature must be a finite number >= 0 (got -1)\n" in out
     assert (workspace / "checkpoints" / "my_text-2").is_dir()  # the train example's run, beside the first
 
