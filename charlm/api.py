@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union, overload
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import CharlmError, TrainingInterrupted, UsageError, param
+from charlm.inference.scores import Score
 from charlm.tokenizer import CharTokenizer
 
 if TYPE_CHECKING:  # each imports torch, which sampling on a CPU never needs
@@ -60,42 +61,6 @@ def _path(value: PathLike | None, name: str) -> Path | None:
 
 
 # ---------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class Score:
-    """How surprised a model is by a text: each character predicted from the ones before it."""
-
-    chars: int  # characters scored (all but the first)
-    nats: float  # their total negative log-likelihood, in nats
-
-    @property
-    def nats_per_char(self) -> float:
-        return self.nats / self.chars if self.chars else math.nan
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nats_per_char) if self.chars else math.nan
-
-    def __repr__(self) -> str:
-        return (
-            f"Score({self.nats_per_char:.4f} nats/char, {self.bits_per_char:.4f} bits/char, "
-            f"perplexity {self.perplexity:.3f}, {self.chars} chars)"
-        )
-
-    def to_dict(self) -> dict[str, float | int]:
-        """The record `charlm evaluate --json` prints (its ``loss`` is nats per character)."""
-        return {
-            "chars": self.chars,
-            "nats": self.nats,
-            "loss": self.nats_per_char,
-            "bits_per_char": self.bits_per_char,
-            "perplexity": self.perplexity,
-        }
 
 
 @dataclass(frozen=True)
@@ -410,8 +375,7 @@ class Model:
         from charlm.inference.evaluate import score_ids
 
         ids = self._ids(text, skip_unknown, source, "score")
-        r = score_ids(self.module, ids, self.torch_device)
-        return Score(r.chars, r.nats)
+        return score_ids(self.module, ids, self.torch_device)
 
     def iter_score_lines(
         self, lines: str | Iterable[str], *, skip_unknown: bool = False, source: str = "the text"
