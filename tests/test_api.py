@@ -100,6 +100,21 @@ def test_cli_scores_equal_the_library_scores(runs: dict[str, Path], cell: str, t
     assert model.score_lines(text.splitlines()) == rows  # a text, or its lines
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cli_units_and_explain_equal_the_library(runs: dict[str, Path], cell: str, text_maker) -> None:
+    text = text_maker(lines=20, seed=2)
+    model = charlm.load(runs[cell])
+    found = model.units(text, regex="cat", top=3)
+    cli = json.loads(_cli("units", str(runs[cell]), "--text", text, "--regex", "cat", "--top", "3", "--json", "-q"))
+    assert cli == {k: [s.to_dict() for s in v] if not isinstance(v, str) else v for k, v in found.items()}
+    view = model.explain(text[:60], top_k=3)
+    doc = json.loads(_cli("explain", str(runs[cell]), "--text", text[:60], "--top-k", "3", "--json", "-q"))
+    assert doc["bits_per_char"] == view.bits_per_char and doc["chars"] == len(view.chars) - 1
+    assert doc["records"] == view.records() and view.chars == list(text[:60])
+    page = view._repr_html_()  # what a notebook shows: the explain page, in a frame of its own
+    assert page.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;') and "charlm-data" in page
+
+
 # ---------------------------------------------------------------- one model, many threads
 
 
