@@ -152,6 +152,10 @@ class Model:
     def __init__(self, checkpoint: ckpt_io.Checkpoint, device: str = "auto") -> None:
         """Use `load`; this takes an already resolved checkpoint."""
         self._ck, self._device = checkpoint, device
+        # read from checkpoint.json once; shared by every call, never changed
+        self._config, self._train_config, self._tokenizer = checkpoint.model_config, checkpoint.train_config, (
+            checkpoint.tokenizer
+        )
         self._lock = threading.Lock()  # guards the lazily loaded weights below
         self._module: CharLM | None = None
         self._torch_device: torch.device | None = None
@@ -171,15 +175,15 @@ class Model:
 
     @property
     def config(self) -> ModelConfig:
-        return self._ck.model_config
+        return self._config
 
     @property
     def train_config(self) -> TrainConfig:
-        return self._ck.train_config
+        return self._train_config
 
     @property
     def tokenizer(self) -> CharTokenizer:
-        return self._ck.tokenizer
+        return self._tokenizer
 
     @property
     def device(self) -> str:
