@@ -60,6 +60,14 @@ def test_a_time_budget_is_calibrated_and_resume_keeps_the_choice(tiny_corpus: Pa
         assert getattr(after.train_config, k) == getattr(before.train_config, k)
 
 
+def test_an_lstm_run_is_calibrated_as_an_lstm(tiny_corpus: Path, tmp_path: Path) -> None:
+    res = train(str(tiny_corpus), "--out", str(tmp_path / "run"), "--max-time", "1s", "--cell", "lstm", "--embed", "8")
+    assert res.exit_code == 0, res.output
+    auto = ckpt_io.resolve(tmp_path / "run", "latest").meta["auto"]
+    assert list(auto["calibration"]) == ["lstm 1x256@32x64"]  # 4% of 1 s: the first shape only, as an LSTM
+    assert "lstm 1x256@32x64" in res.stderr and "calibration_seconds" in auto
+
+
 def plateau_run(tiny_corpus: Path, out: Path, monkeypatch: pytest.MonkeyPatch, patience: int):
     """A run whose validation improves once, then never again (bits/char 3.0, then 2.0 for ever)."""
     scores = iter([3.0] + [2.0] * 1000)
