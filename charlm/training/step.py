@@ -1,6 +1,10 @@
 """One training step, as the trainer takes it and as calibration times it: the optimizer, forward, loss, backward
 and clipping, in the run's precision. Calibration builds its optimizer and takes its steps through these same
 functions, so what it times is the trainer's own step, not a stand-in for it.
+
+`make_ema` is the average of the weights a run may keep besides them (`--ema`): torch's AveragedModel, updated
+after every optimizer step with a decay that starts low (an average of the first n steps weighs them about
+equally) and rises to the one asked for, so that a short run's average is not dominated by its first weights.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from charlm.model import lm_loss
 
@@ -42,3 +47,15 @@ def backward(
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     return loss, norm, state
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of `model`'s parameters: after n updates its decay is
+    min(decay, (1 + n) / (10 + n))."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        steps = float(n)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + steps) / (10.0 + steps)))
+
+    return AveragedModel(model, multi_avg_fn=update)

@@ -31,11 +31,12 @@ from charlm.training import auto as auto_rule
 from charlm.training import distributed, state
 from charlm.training.distributed import RankInfo
 from charlm.training.schedule import Plateau, get_lr
-from charlm.training.step import backward, make_optimizer
+from charlm.training.step import backward, make_ema, make_optimizer
 from charlm.training.types import OnEvent, TrainData, TrainResult, _silent, warn
 
 VAL_MAX_CHARS = 2_000_000  # validation reads the first this many held-out characters
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before rolling back to the last checkpoint
+TRAINED, EMA_COUNT = "trained.", "ema.n_averaged"  # with --ema: the weights being trained, in the state file
 __all__ = ["OnEvent", "TrainData", "TrainResult", "Trainer", "warn"]
 
 
@@ -63,6 +64,8 @@ class Trainer:
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
         self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay, self.device)
+        # with --ema, the average of the weights is what is validated and saved as the model
+        self.ema = make_ema(self.model, cfg.ema) if cfg.ema else None
         self.params = list(self.model.parameters())
         self.streams = TokenStreams(data.train_ids, cfg.batch_size, cfg.seq_len, self.rank.rows(cfg.batch_size))
         self.hidden: torch.Tensor | None = None
@@ -104,8 +107,13 @@ class Trainer:
         return meta
 
     def _restore(self, ck: ckpt_io.Checkpoint) -> None:
-        ckpt_io.load_weights(ck, self.model)
         t = ckpt_io.read_tensors(ck.path, ckpt_io.STATE)
+        if self.ema is None:
+            ckpt_io.load_weights(ck, self.model)
+        else:  # the saved model is the average; the weights being trained are in the state file
+            ckpt_io.load_weights(ck, self.ema.module)
+            self.model.load_state_dict({k[len(TRAINED) :]: v for k, v in t.items() if k.startswith(TRAINED)})
+            self.ema.n_averaged.fill_(int(t[EMA_COUNT]))
         state.load_optimizer(self.opt, t, ck)
         meta = ck.meta
         rows = self.rank.rows(self.cfg.batch_size)  # this rank's rows of the full state (all of them, alone)
@@ -136,7 +144,12 @@ class Trainer:
         tensors = state.state_tensors(self.opt, self.hidden, self.device, self.rank)
         if not self.rank.is_main:
             return ckpt_io.step_dir(self.run, self.step)
-        path = state.save(self.run, self._meta(metrics), self.model.state_dict(), tensors)
+        weights = self.model.state_dict()
+        if self.ema is not None:
+            tensors.update({TRAINED + k: v for k, v in weights.items()})
+            tensors[EMA_COUNT] = self.ema.n_averaged.detach().clone()
+            weights = self.ema.module.state_dict()
+        path = state.save(self.run, self._meta(metrics), weights, tensors)
         ckpt_io.prune(self.run, self.cfg.keep)
         self.emit("save", {"step": self.step, "path": path})
         return path
@@ -145,6 +158,11 @@ class Trainer:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     # ------------------------------------------------------------ the loop
+
+    @property
+    def saved_model(self) -> CharLM:
+        """What is validated and saved as the model: the average of the weights with --ema, else the weights."""
+        return self.model if self.ema is None else self.ema.module  # type: ignore[return-value]
 
     def progress(self) -> float:
         p = 0.0
@@ -159,7 +177,7 @@ class Trainer:
         bpc = None
         if self.rank.is_main and len(self.data.val_ids) >= 2:
             # at most VAL_MAX_CHARS, so validating a huge corpus costs bounded time and memory
-            bpc = score_ids(self.model, self.data.val_ids[:VAL_MAX_CHARS], self.device).bits_per_char
+            bpc = score_ids(self.saved_model, self.data.val_ids[:VAL_MAX_CHARS], self.device).bits_per_char
         return distributed.broadcast_object(bpc)
 
     def train_step(self) -> tuple[float, bool]:
@@ -178,6 +196,8 @@ class Trainer:
             self.hidden = None  # do not carry a state that may hold NaN
             return value, False
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.hidden = hidden.detach()  # carry the state, but not the gradient, into the next window
         return value, True
 
@@ -274,7 +294,7 @@ class Trainer:
             if self.rank.is_main:
                 ckpt_io.append_metrics(self.run, metrics)
             # the model and tokenizer let a display show a sample of the text as it improves
-            self.emit("eval", {**metrics, "model": self.model, "tokenizer": self.data.tokenizer})
+            self.emit("eval", {**metrics, "model": self.saved_model, "tokenizer": self.data.tokenizer})
         return self.save(metrics)
 
     def _replan(self) -> None:
