@@ -134,7 +134,7 @@ def replan_run(
     said = ", ".join(f"{_flag(k)} {_shown(current[k])} -> {_shown(v)}" for k, v in changes.items())
     reason = (
         f"re-planned at step {step:,}: measured ~{chars_per_sec:,.0f} chars/s (calibration predicted "
-        f"~{predicted:,.0f}), {c.passes:.1f} passes over the text in the budget; "
+        f"~{predicted:,.0f}), {c.passes:.2g} passes over the text in the budget; "
         + (said if changes else "the plan stands")
     )
     record = {

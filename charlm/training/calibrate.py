@@ -139,9 +139,13 @@ def time_shape(
     autocast: torch.dtype | None,
     steps: int = 3,
     ids: np.ndarray | None = None,
+    deadline: float = math.inf,
 ) -> float:
     """Characters per second of the trainer's step for `shape`: the median of `steps` timed steps after one
-    untimed warm-up step, on `ids` (the run's training text; random ids when None), the state carried."""
+    untimed warm-up step, on `ids` (the run's training text; random ids when None), the state carried.
+
+    Past `deadline` (a time.perf_counter() value) it takes no more steps: a warm-up step that ends past it is
+    the measurement (a busy machine's first step is slow, and the run's own measure corrects it later)."""
     torch.manual_seed(0)
     model = CharLM(shape.config(vocab_size)).to(device)
     opt = make_optimizer(model, 1e-4, 0.01, device)
@@ -162,12 +166,16 @@ def time_shape(
         hidden = state.detach()
         _sync(device)
 
+    t0 = time.perf_counter()
     step()
-    times = []
-    for _ in range(max(1, steps)):
+    times, now = [], time.perf_counter()
+    if now > deadline:
+        times.append(now - t0)
+    while len(times) < max(1, steps) and (not times or now < deadline):
         t0 = time.perf_counter()
         step()
-        times.append(time.perf_counter() - t0)
+        now = time.perf_counter()
+        times.append(now - t0)
     return shape.batch_size * shape.seq_len / statistics.median(times)
 
 
@@ -192,8 +200,8 @@ def calibrate(
     added to `known` (shapes already timed are not timed again).
 
     A shape that would take the calibration past `max_seconds` (predicted from the shapes timed before it) is
-    skipped, so that a busy machine cannot turn a few seconds into minutes; with nothing known, the first shape
-    is always timed.
+    skipped, and no shape takes steps past it, so that a busy machine cannot turn a few seconds into minutes;
+    with nothing known, the first shape is always timed (one step at least).
     """
     t0, out = time.perf_counter(), dict(known or {})
     for s in shapes:
@@ -203,7 +211,7 @@ def calibrate(
             cost = (steps + 1) * SpeedModel.fit(out, vocab_size).step_seconds(s, vocab_size)
             if time.perf_counter() - t0 + cost > max_seconds:
                 continue
-        out[s] = time_shape(s, vocab_size, device, autocast, steps, ids)
+        out[s] = time_shape(s, vocab_size, device, autocast, steps, ids, t0 + max_seconds)
     return out
 
 

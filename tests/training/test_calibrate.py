@@ -95,10 +95,22 @@ def test_time_shape_trains_the_cell_it_is_given_on_the_ids_given(monkeypatch: py
 def test_the_median_step_counts_not_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
     from charlm.training import calibrate as cal
 
-    ticks = iter([0.0, 1.0, 1.0, 1.5, 1.5, 5.0])  # timed steps of 1.0 s, 0.5 s and 3.5 s (one slowed down)
+    # a warm-up step (untimed), then timed steps of 1.0 s, 0.5 s and 3.5 s (one slowed down)
+    ticks = iter([0.0, 0.2, 0.2, 1.2, 1.2, 1.7, 1.7, 5.2])
     monkeypatch.setattr(cal.time, "perf_counter", lambda: next(ticks))
     speed = cal.time_shape(Shape(1, 8, embed=4, batch_size=2, seq_len=4), 7, torch.device("cpu"), None, 3)
     assert speed == pytest.approx(2 * 4 / 1.0)  # the median, 1.0 s: not the fastest (0.5 s) nor the mean
+
+
+def test_a_step_past_the_deadline_ends_the_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from charlm.training import calibrate as cal
+
+    tiny = Shape(1, 8, embed=4, batch_size=2, seq_len=4)
+    ticks = iter([0.0, 10.0])  # the warm-up step alone took 10 s, past the deadline at 3 s: it is the measure
+    monkeypatch.setattr(cal.time, "perf_counter", lambda: next(ticks))
+    assert cal.time_shape(tiny, 7, torch.device("cpu"), None, 3, deadline=3.0) == pytest.approx(8 / 10.0)
+    ticks = iter([0.0, 1.0, 1.0, 4.0])  # one timed step, ending past the deadline: no more
+    assert cal.time_shape(tiny, 7, torch.device("cpu"), None, 3, deadline=3.0) == pytest.approx(8 / 3.0)
 
 
 def test_measure_also_times_what_the_rule_weighs() -> None:
