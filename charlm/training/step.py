@@ -54,7 +54,11 @@ def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
     min(decay, (1 + n) / (10 + n))."""
 
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+    def update(
+        averaged: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        current: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        n: torch.Tensor | int,
+    ) -> None:
         steps = float(n)
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + steps) / (10.0 + steps)))
 

@@ -105,6 +105,9 @@ def test_a_misjudged_speed_ends_with_the_plan_it_would_have_chosen(tmp_path, tex
     assert replanned["step"] * 4 * 16 / (ratio * predicted) == pytest.approx(0.1 * BUDGET, abs=0.5)
     said = [n for n in notes if n.startswith("re-planned at step")]
     assert len(said) == 1 and f"dropout {first.model['dropout']:g} -> {known.model['dropout']:g}" in said[0]
+    from charlm.ui.info import describe, render
+
+    assert said[0] in render(describe(ck))  # charlm info shows it under the choice
 
 
 def test_resume_keeps_the_re_plan_and_never_plans_again(tmp_path, text_maker, scripted) -> None:
