@@ -67,7 +67,7 @@ def configure(
             cfg.max_time,
             given.get("cell", "gru"),
             ids,
-            consider=lambda s: weighed(rule(s).shape or Shape(1, 1), "batch_size" in given),
+            consider=lambda s: weighed(rule(s).shape, "batch_size" in given),
         )
         seconds = time.perf_counter() - t0
         timed = {s.label: round(v) for s, v in measured.items()}

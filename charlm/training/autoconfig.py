@@ -58,7 +58,7 @@ class AutoChoice:
     planned_chars: float  # characters it will read: what the budget buys, at most MAX_PASSES over the text
     passes: float  # planned_chars over the training text's length
     reason: str  # one or two lines for the user: what was chosen and why
-    shape: Shape | None = None  # the chosen shape and step, as the speed model saw it
+    shape: Shape  # the chosen shape and step, as the speed model saw it
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,21 @@ def test_patience_0_trains_the_whole_budget(tiny_corpus, tmp_path, monkeypatch) 
 def test_bad_patience_is_a_usage_error(tiny_corpus: Path) -> None:
     res = train(str(tiny_corpus), "--patience", "-1", "--max-steps", "5")
     assert res.exit_code == 2 and "--patience must be 0 (off) or more (got -1)" in res.stderr
+
+
+@pytest.mark.parametrize(("gain", "batch"), [(1.0, 32), (1.5, 64)])
+def test_calibration_times_the_batches_the_rule_weighs(monkeypatch, gain: float, batch: int) -> None:
+    """The doubled batch the rule considers is timed, and its measured speed decides: no gain keeps 32 streams
+    (whatever the fitted model would predict), a real gain doubles them."""
+    from charlm.config import TrainConfig
+    from charlm.training import auto
+    from charlm.training import calibrate as cal
+
+    def scripted(shape, vocab, *args, **kwargs):  # noqa: ANN001, ANN202 - time_shape's signature
+        return cal.REFERENCE.chars_per_sec(shape.with_batch(32), vocab) * (gain if shape.batch_size == 64 else 1.0)
+
+    monkeypatch.setattr(cal, "time_shape", scripted)
+    cfg = TrainConfig(max_time=600, device="cpu", precision="fp32")
+    model, cfg, record = auto.configure({}, {}, cfg, 65, 20_000_000, 2_000_000)
+    assert record is not None and f"{model['layers']}x{model['hidden']}@64x64" in record["calibration"]
+    assert cfg.batch_size == batch

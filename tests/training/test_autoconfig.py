@@ -110,7 +110,7 @@ def test_no_budget_is_an_error() -> None:
 def test_an_lstm_is_sized_with_its_own_parameter_count_and_speed() -> None:
     gru = choose(65, MB, REFERENCE, budget_seconds=180)
     lstm = choose(65, MB, REFERENCE, budget_seconds=180, overrides={"cell": "lstm"})
-    assert gru.shape is not None and lstm.shape is not None and lstm.shape.cell == "lstm"
+    assert lstm.shape.cell == "lstm" and gru.shape.cell == "gru"
     assert shape(gru) == "2x256" and shape(lstm) == "1x256"  # 4 blocks a layer: 2x256 is too big for 3 minutes
     assert lstm.planned_chars >= 3 * lstm.shape.params(65)
     two = Shape(2, 256, cell="lstm")
