@@ -91,17 +91,20 @@ def table(rows: list[dict[str, Any]], about: dict[str, Any]) -> str:
         f"{about['cpu']}, {about['cores']} cores, {bf16}, torch {about['torch']}",
         "",
         "| kind | text | budget | automatic: nats/char (steps; choice) | fixed 2x256: nats/char (steps) "
-        "| auto - fixed | within 0.005 |",
-        "|---|---|---|---|---|---|---|",
+        "| auto - fixed | within 0.005 | calibration s | re-plan |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a, f = r["auto"], r["fixed"]
         diff = a["nats_per_char"] - f["nats_per_char"]
         choice = f"{a['shape']}, dropout {a['dropout']:g}, batch {a['batch_size']}"
+        replanned = a["auto"].get("replanned")
+        changed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in (replanned or {}).get("changed", {}).items())
+        replan = "-" if replanned is None else f"{replanned['measured_chars_per_sec']:,} chars/s: {changed or 'kept'}"
         lines.append(
             f"| {r['kind']} | {TEXTS[r['text']]} | {r['budget']} | {a['nats_per_char']:.4f} ({a['steps']:,}; "
             f"{choice}) | {f['nats_per_char']:.4f} ({f['steps']:,}) | {diff:+.4f} | "
-            f"{'yes' if diff <= TOLERANCE else 'NO'} |"
+            f"{'yes' if diff <= TOLERANCE else 'NO'} | {a['auto'].get('calibration_seconds', '-')} | {replan} |"
         )
     return "\n".join(lines)
 
