@@ -244,12 +244,12 @@ class Trainer:
                     self._roll_back()
                     bad = 0
                 continue
-            bad, self.step, now = 0, self.step + 1, self.clock()
-            if self.step - base_step > auto_rule.REPLAN_SKIP:
-                self.timed_steps, self.step_seconds = self.timed_steps + 1, self.step_seconds + now - started
+            bad, self.step = 0, self.step + 1
             loss_ema = loss if loss_ema is None else 0.9 * loss_ema + 0.1 * loss
-            self.elapsed = base_elapsed + now - t0
+            self.elapsed = base_elapsed + self.clock() - t0
             self._report_step(loss_ema, base_step, base_elapsed)
+            if self.step - base_step > auto_rule.REPLAN_SKIP:  # the step and its display; not validation
+                self.timed_steps, self.step_seconds = self.timed_steps + 1, self.step_seconds + self.clock() - started
             at_eval = self.step % self.cfg.eval_every == 0
             at_save = self.cfg.save_every is not None and self.step % self.cfg.save_every == 0
             if (at_eval or at_save) and self.done_reason() is None:
