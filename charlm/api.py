@@ -516,9 +516,9 @@ class Run:
         return f"<charlm.Run {self.path}: {self.steps} steps, best {best} bits/char, stopped by {self.stopped_by}>"
 
 
-_SETTINGS = ("cell", "hidden", "layers", "embed", "dropout", "seq_len", "batch_size", "lr", "max_steps",
-             "max_time", "val_fraction", "eval_every", "save_every", "keep", "patience", "seed", "device",
-             "precision")  # fmt: skip
+_SETTINGS = ("cell", "hidden", "layers", "embed", "dropout", "seq_len", "batch_size", "lr", "lr_schedule",
+             "min_lr_ratio", "decay_fraction", "weight_decay", "ema", "max_steps", "max_time", "val_fraction",
+             "eval_every", "save_every", "keep", "patience", "seed", "device", "precision")  # fmt: skip
 
 
 def train(
@@ -533,6 +533,11 @@ def train(
     seq_len: int = 64,
     batch_size: int | Auto = "auto",
     lr: float | Auto = "auto",
+    lr_schedule: str = "cosine",
+    min_lr_ratio: float = 0.1,
+    decay_fraction: float = 0.2,
+    weight_decay: float = 0.01,
+    ema: float = 0.0,
     max_steps: int | None = None,
     max_time: float | str | None = None,
     val_fraction: float = 0.1,

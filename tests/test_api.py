@@ -290,6 +290,25 @@ def test_train_options_are_keywords_with_the_cli_defaults(corpus: Path, tmp_path
     assert "hidden must be at least 1 (got 0)" in str(e.value) and "--" not in str(e.value)
 
 
+def test_train_takes_every_option_of_charlm_train_with_its_default() -> None:
+    import inspect
+
+    import typer
+
+    from charlm.config import ModelConfig, TrainConfig
+
+    cli = {p.name: p for p in typer.main.get_command(app).commands["train"].params}
+    only_cli = {"corpus", "json_out", "quiet"}  # the command's own: its arguments, and what it prints
+    lib = inspect.signature(charlm.train).parameters
+    assert set(cli) - only_cli <= set(lib)
+    m, t = ModelConfig(vocab_size=1), TrainConfig()
+    for name, p in lib.items():
+        if p.default == "auto":  # chosen for each run, as `charlm train --help` says
+            assert "[default: auto]" in (cli[name].help or ""), name
+        elif hasattr(t, name) or hasattr(m, name):
+            assert p.default == getattr(t, name, getattr(m, name, None)), name
+
+
 def test_warnings_reach_python_when_nothing_displays_them(runs: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "new.txt").write_text("the cat sees the moon.\n" * 40 + "Zebras!\n", encoding="utf-8")
     with pytest.warns(charlm.CharlmWarning, match=r"^init_from: the vocabulary grows by 2 character\(s\) .*\('!Z'\)"):
