@@ -74,9 +74,11 @@ class LineScore:
 
     @property
     def bits_per_char(self) -> float:
+        """NaN for a line with nothing to score."""
         return self.bits / self.chars if self.chars else math.nan
 
     def to_dict(self) -> dict[str, Any]:
+        """The record `charlm evaluate --per-line --jsonl` prints."""
         return {"line": self.line, "bits_per_char": self.bits_per_char, "bits": self.bits, "chars": self.chars,
                 "text": self.text}  # fmt: skip
 
@@ -94,6 +96,7 @@ class Explained:
 
     @property
     def chars(self) -> list[str]:
+        """The text, one character each."""
         return self.explanation.chars
 
     @property
@@ -103,6 +106,7 @@ class Explained:
 
     @property
     def bits_per_char(self) -> float:
+        """The mean surprise of the characters predicted (all but the first)."""
         return self.explanation.bits_per_char
 
     def records(self, gates: bool = False) -> list[dict[str, Any]]:
@@ -166,6 +170,7 @@ class Model:
 
     @property
     def checkpoint(self) -> ckpt_io.Checkpoint:
+        """The checkpoint it was loaded from: its folder and its checkpoint.json, as read."""
         return self._ck
 
     @property
@@ -175,18 +180,22 @@ class Model:
 
     @property
     def config(self) -> ModelConfig:
+        """The model's shape: cell, vocab_size, embed, hidden, layers, dropout."""
         return self._config
 
     @property
     def train_config(self) -> TrainConfig:
+        """The settings it was trained with."""
         return self._train_config
 
     @property
     def tokenizer(self) -> CharTokenizer:
+        """Its vocabulary: characters <-> ids."""
         return self._tokenizer
 
     @property
     def device(self) -> str:
+        """The device asked for: auto, cpu, cuda, cuda:N or mps (`torch_device` is where torch runs it)."""
         return self._device
 
     @property
@@ -196,6 +205,7 @@ class Model:
 
     @property
     def parameters(self) -> int:
+        """How many numbers the model is made of."""
         if self._params is None:
             self._params = _count_params(self._ck)
         return self._params
@@ -492,14 +502,17 @@ class Run:
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
+        """One record per validation (step, train_loss, val_bpc, elapsed, lr, ...), oldest first."""
         return ckpt_io.read_metrics(self.path)
 
     @property
     def steps(self) -> int:
+        """Steps trained, in all (a resumed run counts those before the resume)."""
         return self.result.step
 
     @property
     def best_bits_per_char(self) -> float | None:
+        """The best validation bits/char, or None if it was never validated."""
         return self.result.best_val_bpc
 
     @property
@@ -509,6 +522,7 @@ class Run:
 
     @property
     def interrupted(self) -> bool:
+        """Whether it stopped before its budget was spent (a signal, or `stop`)."""
         return self.result.interrupted
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 _MARK = "\x1f"  # around a parameter's name in a message: a control character no message otherwise holds
 _MARKED = re.compile(f"{_MARK}([A-Za-z_][A-Za-z0-9_]*){_MARK}")
@@ -114,6 +115,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training was interrupted (Ctrl-C, or a notebook's interrupt) and stopped cleanly: ``run`` is the Run
     as it was left, its last checkpoint whole, to be continued with ``charlm.train(..., resume=True)``."""
 
-    def __init__(self, run: object, message: str) -> None:
+    run: Any  # a charlm.Run (charlm.api, which this module is below)
+
+    def __init__(self, run: Any, message: str) -> None:
         self.run = run
         super().__init__(message)

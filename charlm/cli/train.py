@@ -115,7 +115,7 @@ def train(
             run = train_request(req, display, progress=False, backend=backend, second_interrupt="exit", names=flag)
             result = run.result
         except TrainingInterrupted as e:  # stopped cleanly by Ctrl-C or SIGTERM: say where it is, exit 130/143
-            result = e.run.result  # type: ignore[attr-defined]
+            result = e.run.result
     if main_rank:
         train_done(result, quiet)
         if json_out:

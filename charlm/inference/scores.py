@@ -15,6 +15,7 @@ class Score:
 
     @property
     def nats_per_char(self) -> float:
+        """Mean surprise per character scored, in nats (NaN with nothing scored)."""
         return self.nats / self.chars if self.chars else math.nan
 
     @property
@@ -24,10 +25,12 @@ class Score:
 
     @property
     def bits_per_char(self) -> float:
+        """Mean surprise per character, in bits: what the training display reports."""
         return self.nats_per_char / math.log(2)
 
     @property
     def perplexity(self) -> float:
+        """e to the nats per character: as many equally likely characters as the model was unsure between."""
         return math.exp(self.nats_per_char) if self.chars else math.nan
 
     def to_dict(self) -> dict[str, float | int]:
