@@ -478,7 +478,12 @@ def load(path: PathLike | None = None, *, which: Which = "best", device: str = "
         raise UsageError(f"{param('which')} must be best or latest (got {which!r})")
     if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
         raise UsageError(f"{param('device')} must be auto, cpu, cuda or mps (got {device!r})")
-    return Model(ckpt_io.resolve(_path(path, "path"), which), device)
+    model = Model(ckpt_io.resolve(_path(path, "path"), which), device)
+    if device not in ("auto", "cpu"):  # a GPU asked for by name: say now if there is none
+        from charlm.device import pick_device
+
+        pick_device(device)
+    return model
 
 
 # ---------------------------------------------------------------- training
@@ -589,12 +594,12 @@ def train(
     values = {k: v for k, v in locals().items() if k in _SETTINGS}
     defaults = {k: p.default for k, p in _signature_defaults().items() if k in _SETTINGS}
     overrides = {k: v for k, v in values.items() if v != defaults[k] and v != "auto"}
-    if isinstance(corpus, (str, os.PathLike)):
-        sources = [os.fspath(corpus)]
-    elif corpus is None:
+    if corpus is None:
         sources = []
+    elif isinstance(corpus, (str, os.PathLike)):
+        sources = [str(_path(corpus, "corpus"))]
     else:
-        sources = [os.fspath(c) for c in corpus]
+        sources = [str(_path(c, "corpus")) for c in corpus]
     val_path = _path(val, "val")
     req = TrainRequest(
         sources,

@@ -288,6 +288,8 @@ def test_train_options_are_keywords_with_the_cli_defaults(corpus: Path, tmp_path
         charlm.train(corpus, out=tmp_path / "bad", hidden=0, lr=-1.0, max_time="soon", progress=False)
     assert e.value.params == ["max_time", "lr", "hidden"]
     assert "hidden must be at least 1 (got 0)" in str(e.value) and "--" not in str(e.value)
+    with pytest.raises(UsageError, match="^corpus must be a path"):
+        charlm.train([corpus, 7], progress=False)  # type: ignore[list-item]
 
 
 def test_train_takes_every_option_of_charlm_train_with_its_default() -> None:
