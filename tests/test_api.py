@@ -173,6 +173,11 @@ def test_load_errors_carry_what_there_is(runs: dict[str, Path], tmp_path: Path, 
         charlm.load(runs["gru"], which="last")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="^path must be a path"):
         charlm.load(12)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="^device must be auto, cpu, cuda or mps"):
+        charlm.load(runs["gru"], device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(charlm.CharlmError, match="^device cuda: no CUDA GPU is available here"):
+            charlm.load(runs["gru"], device="cuda")
 
 
 def test_sampling_errors_name_the_parameters(runs: dict[str, Path]) -> None:
