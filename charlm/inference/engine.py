@@ -1,0 +1,600 @@
+"""Continuous batching: the samples of many requests stepped together, each joining and leaving between steps.
+
+An `Engine` runs one thread that repeats a round: admit waiting requests (up to `max_rows` samples in
+flight), read a slice of each new request's prime, run a few steps of every group of samples, then hand each
+request the characters it got. A new request joins at the next round; one that is finished, stopped or
+cancelled leaves at the end of the round it is in (a round is at most `STEPS_PER_ROUND` characters).
+
+Samples without a seed share one group per model: one matrix product per layer per character for all of
+them, each with its own temperature, top-k/top-p and random generator. A request with a seed is a group of
+its own, stepped exactly as `charlm sample --seed` steps it (the same products on the same number of rows,
+the same draws from one generator, the same filter), so it gets the same text whatever else is in flight:
+BLAS rounds a row's product differently at different batch sizes, so in the shared product the text could
+change at a near tie. Each round steps every group, the seeded ones too.
+
+`Engine.swap` serves a new model between requests: those already running finish on the model they started
+on, whose weights are dropped once its last sample leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from charlm.errors import CharlmError, UsageError
+from charlm.inference.sample import CHUNK, Gumbel, SampleOptions, filter_logits, sampling_filter, start_ids
+from charlm.tokenizer import CharTokenizer, OnUnknown
+
+if TYPE_CHECKING:
+    from charlm.checkpoint import Checkpoint
+    from charlm.inference.gru_numpy import GRUWeights
+
+STEPS_PER_ROUND = 8  # characters per sample per round: between rounds requests join, leave and get their text
+PRIME_SLICE = 256  # prime characters a new request reads per round, so a long prime never stalls the others
+FLUSH_S = 0.03  # a request is handed its characters at least this often (and its first ones at once)
+
+
+class QueueFullError(CharlmError):
+    """Every place in the batch and in the queue is taken: try again shortly."""
+
+
+class Stepper(Protocol):
+    """One character of a batch of samples per call: ids (B,) -> logits (B, V)."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class Backend(Protocol):
+    """How one model steps batches of samples: made, fed a prime, joined together and cut down."""
+
+    vocab: int
+
+    def begin(self, batch: int) -> Stepper: ...
+    def feed(self, step: Stepper, ids: Sequence[int]) -> None: ...
+    def join(self, steps: Sequence[Stepper]) -> Stepper | None: ...
+    def keep(self, step: Stepper, rows: Sequence[int]) -> Stepper | None: ...
+
+
+class NumpyGRU:
+    """A GRU on the CPU, stepped in NumPy as `charlm sample` steps it (`charlm.inference.gru_numpy`)."""
+
+    def __init__(self, w: GRUWeights) -> None:
+        from charlm.inference.gru_numpy import prescaled
+
+        self.w, self.pre, self.vocab = w, prescaled(w), w.config.vocab_size
+
+    def begin(self, batch: int, state: np.ndarray | None = None) -> Stepper:
+        from charlm.inference.gru_numpy import GRUStep
+
+        return GRUStep(self.w, batch, state, self.pre)
+
+    def feed(self, step: Any, ids: Sequence[int]) -> None:
+        x = np.zeros(len(step.ext[0]), np.intp)
+        for c in ids:  # as `charlm sample` reads a prime: one character per step
+            x[:] = c
+            step(x)
+
+    def join(self, steps: Sequence[Any]) -> Stepper | None:
+        states = [s.state() for s in steps]
+        return self.begin(sum(s.shape[1] for s in states), np.concatenate(states, 1)) if states else None
+
+    def keep(self, step: Any, rows: Sequence[int]) -> Stepper | None:
+        return self.begin(len(rows), step.state()[:, list(rows)]) if len(rows) else None
+
+
+class _TorchStep:
+    """`charlm.inference.torch_step.ModelStep` taking and giving NumPy arrays."""
+
+    def __init__(self, model: Any, state: Any) -> None:
+        from charlm.inference.torch_step import ModelStep
+
+        self.inner, self.device = ModelStep(model, state), state.device
+
+    @property
+    def state(self) -> Any:
+        return self.inner.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self.inner.state = value
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            ids = torch.from_numpy(np.asarray(x, np.int64)).to(self.device)
+            return self.inner(ids).float().cpu().numpy()
+
+
+class TorchModel:
+    """Any model on any device, stepped through its own forward one character at a time."""
+
+    def __init__(self, model: Any, device: Any) -> None:
+        self.model, self.device, self.vocab = model, device, model.config.vocab_size
+
+    def begin(self, batch: int, state: Any = None) -> Stepper:
+        import torch
+
+        with torch.inference_mode():
+            return _TorchStep(self.model, self.model.init_hidden(batch, self.device) if state is None else state)
+
+    def feed(self, step: Any, ids: Sequence[int]) -> None:
+        import torch
+
+        if ids:  # as `charlm sample` reads a prime on this path: in one pass
+            with torch.inference_mode():
+                x = torch.tensor(list(ids), device=self.device).expand(step.state.shape[1], -1)
+                _, step.state = self.model(x, step.state)
+
+    def join(self, steps: Sequence[Any]) -> Stepper | None:
+        import torch
+
+        return self.begin(0, torch.cat([s.state for s in steps], 1)) if steps else None
+
+    def keep(self, step: Any, rows: Sequence[int]) -> Stepper | None:
+        return self.begin(0, step.state[:, list(rows)]) if len(rows) else None
+
+
+@dataclass
+class Served:
+    """One model as the engine serves it: its name, where it came from, its tokenizer and how it steps."""
+
+    name: str
+    checkpoint: Checkpoint | None
+    tokenizer: CharTokenizer
+    backend: Backend
+    torch_model: Any = None  # the torch module, for scoring and explaining (loaded when first needed)
+    device: Any = "cpu"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one request asks for: `n` samples of `length` characters continuing `prime`."""
+
+    prime: str = ""
+    length: int = 16
+    n: int = 1
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # per character: its log-probability and this many top alternatives
+    on_unknown: OnUnknown = "error"
+
+    def options(self) -> SampleOptions:
+        return SampleOptions(
+            self.length, self.temperature, self.top_k, self.top_p, self.seed, self.prime, None, self.on_unknown
+        )
+
+
+@dataclass
+class CharLogprob:
+    """One generated character: its log-probability (natural log, under the model itself: temperature 1, no
+    top-k/top-p) and the model's likeliest characters with theirs."""
+
+    char: str
+    logprob: float
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class Piece:
+    """New text of one of a request's samples; `finish` ("stop" or "length") on its last piece."""
+
+    index: int
+    text: str
+    logprobs: list[CharLogprob] | None = None
+    finish: str | None = None
+
+
+Deliver = Callable[[list[Piece], bool], None]  # (new pieces, whether the request is done)
+
+
+class Ticket:
+    """A request in the engine. `cancel()` takes it out at the end of the current round."""
+
+    def __init__(self, job: Job, served: Served, prime: list[int], deliver: Deliver) -> None:
+        self.job, self.served, self.prime, self.deliver = job, served, prime, deliver
+        self.cancelled, self.done = False, False
+        self.submitted, self.first_char_at = time.perf_counter(), None  # type: float, float | None
+        self.pending: list[Piece] = []
+        self.last_flush = 0.0
+        self.open = job.n  # samples not finished yet
+        self.error: str | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass
+class _Row:
+    """One sample in a group: its request, its place among the request's samples, what it still owes."""
+
+    ticket: Ticket
+    index: int
+    remaining: int
+    held: str = ""  # text not handed over yet: what could still be the start of a stop string
+    held_lp: list[CharLogprob] = field(default_factory=list)
+    finished: bool = False
+    rng: np.random.Generator | None = None  # shared groups: the row's own generator (None when greedy)
+
+
+class _Group:
+    """Samples stepped by one stepper. Seeded: one request's samples exactly as `charlm sample` draws them.
+    Shared: any number of requests' samples, each row with its own options and its own chunk of noise
+    (noise[i, pos[i]] is row i's draw for this step, scaled by its temperature; zeros for greedy rows)."""
+
+    def __init__(self, served: Served, step: Stepper, rows: list[_Row], x: np.ndarray, seeded: bool) -> None:
+        self.served, self.step, self.rows, self.x, self.seeded = served, step, rows, x, seeded
+        self.steps_done = 0
+        vocab = served.backend.vocab
+        if seeded:
+            job = rows[0].ticket.job
+            self.gumbel = Gumbel(job.seed, job.temperature)
+            self.filt = sampling_filter(job.options(), filter_logits)
+            self.draws: np.ndarray | None = None
+        else:
+            self.noise = np.zeros((len(rows), CHUNK, vocab), np.float32)
+            self.pos = np.full(len(rows), CHUNK, np.intp)
+        self.resized()
+
+    def resized(self) -> None:
+        """After rows joined or left: the buffers and the rows grouped by their filter."""
+        self.buf = np.empty((len(self.rows), self.served.backend.vocab), np.float32)
+        self.ar = np.arange(len(self.rows))
+        self.filters: dict[tuple[int | None, float | None], list[int]] = {}
+        for i, r in enumerate(self.rows):
+            job = r.ticket.job
+            if job.top_k is not None or job.top_p is not None and job.top_p < 1:
+                self.filters.setdefault((job.top_k, job.top_p), []).append(i)
+
+    def add(self, step: Stepper, rows: list[_Row], x: np.ndarray) -> None:
+        vocab = self.served.backend.vocab
+        self.step = self.served.backend.join([self.step, step])  # type: ignore[assignment]
+        self.rows, self.x = self.rows + rows, np.concatenate([self.x, x])
+        self.noise = np.concatenate([self.noise, np.zeros((len(rows), CHUNK, vocab), np.float32)])
+        self.pos = np.concatenate([self.pos, np.full(len(rows), CHUNK, np.intp)])
+        self.resized()
+
+    def keep(self, alive: list[int]) -> None:
+        self.step = self.served.backend.keep(self.step, alive)  # type: ignore[assignment]
+        self.rows, self.x = [self.rows[i] for i in alive], self.x[alive]
+        self.noise, self.pos = self.noise[alive], self.pos[alive]
+        self.resized()
+
+    def noised(self, logits: np.ndarray) -> np.ndarray:
+        """The shared group's logits, each row filtered by its own top-k/top-p and given its own draw."""
+        for i in np.flatnonzero(self.pos == CHUNK).tolist():
+            r = self.rows[i]
+            self.pos[i] = 0
+            if r.rng is not None:  # as `Gumbel` draws: -log of Exp(1) draws, times the temperature
+                e = r.rng.standard_exponential((CHUNK, logits.shape[1]), dtype=np.float32)
+                np.log(np.maximum(e, np.finfo(np.float32).tiny, out=e), out=e)
+                np.multiply(e, np.float32(-r.ticket.job.temperature), out=self.noise[i])
+        out = np.add(logits, self.noise[self.ar, self.pos], out=self.buf)
+        self.pos += 1
+        for (top_k, top_p), rows in self.filters.items():
+            kept = filter_logits(logits[rows], 1.0, top_k, top_p)
+            out[rows] = np.where(np.isneginf(kept), -np.inf, out[rows])
+        return out
+
+
+@dataclass
+class Stats:
+    """What the engine has done, for monitoring (read without a lock: each figure is one Python value)."""
+
+    chars: int = 0  # characters generated
+    rows: int = 0  # samples in the batch now
+    queued: int = 0  # requests waiting for a place
+    first_char_s: list[float] = field(default_factory=list)  # seconds from submit to first character, since read
+    step_s: list[tuple[float, int]] = field(default_factory=list)  # (seconds per character, samples), since read
+
+    def drain(self) -> tuple[list[float], list[tuple[float, int]]]:
+        a, b = self.first_char_s, self.step_s
+        self.first_char_s, self.step_s = [], []
+        return a, b
+
+
+class Engine:
+    """Runs the rounds on its own thread. `submit` is safe to call from any thread; the `deliver` callback of
+    a request is called on the engine's thread."""
+
+    def __init__(self, served: Served, max_rows: int = 256, max_queue: int = 256) -> None:
+        self.served, self.max_rows, self.max_queue = served, max_rows, max_queue
+        self.stats = Stats()
+        self._waiting: deque[Ticket] = deque()
+        self._priming: list[tuple[Ticket, Stepper, int]] = []  # (ticket, stepper, prime characters read)
+        self._groups: list[_Group] = []
+        self._lock = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="charlm-engine", daemon=True)
+
+    # -- the interface -------------------------------------------------------------------------------
+    def start(self) -> Engine:
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        self._thread.join(timeout)
+
+    def swap(self, served: Served) -> None:
+        """Serve `served` to every request submitted from now on."""
+        self.served = served
+
+    def in_flight(self) -> int:
+        """Requests admitted or waiting that have not finished."""
+        with self._lock:
+            tickets = {id(r.ticket) for g in self._groups for r in g.rows} | {id(t) for t, _, _ in self._priming}
+            return len(tickets) + len(self._waiting)
+
+    def encode_prime(self, prime: str, on_unknown: OnUnknown = "error", served: Served | None = None) -> list[int]:
+        """The prime as the served model reads it; UsageError naming characters it never saw."""
+        return start_ids((served or self.served).tokenizer, prime, on_unknown)
+
+    def submit(self, job: Job, deliver: Deliver) -> Ticket:
+        """Queue a request. Raises UsageError for a prime with unknown characters, QueueFullError when the
+        queue is full."""
+        served = self.served
+        if job.n < 1 or job.length < 0:
+            raise UsageError("n must be at least 1 and length at least 0")
+        ticket = Ticket(job, served, self.encode_prime(job.prime, job.on_unknown, served), deliver)
+        with self._lock:
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFullError("the server is busy: every place in the batch and the queue is taken")
+            self._waiting.append(ticket)
+            self.stats.queued = len(self._waiting)
+            self._lock.notify_all()
+        return ticket
+
+    # -- the rounds ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stop and not (self._waiting or self._priming or self._groups):
+                    self._lock.wait()
+                if self._stop:
+                    self._fail_all("the server is shutting down")
+                    return
+                admitted = self._admit()
+            try:
+                self._round(admitted)
+            except Exception as e:  # a failure in the model's step: fail what was in flight, keep serving
+                self._fail_all(f"generation failed: {e}")
+
+    def _rows_in_flight(self) -> int:
+        return sum(len(g.rows) for g in self._groups) + sum(t.job.n for t, _, _ in self._priming)
+
+    def _admit(self) -> list[Ticket]:
+        out, rows = [], self._rows_in_flight()
+        while self._waiting and (rows + self._waiting[0].job.n <= self.max_rows or rows == 0):
+            rows += self._waiting[0].job.n
+            out.append(self._waiting.popleft())
+        self.stats.queued = len(self._waiting)
+        return out
+
+    def _round(self, admitted: list[Ticket]) -> None:
+        for t in admitted:
+            if t.cancelled:
+                self._finish_ticket(t)
+                continue
+            if t.job.length == 0:
+                for i in range(t.job.n):
+                    t.pending.append(Piece(i, "", [] if t.job.logprobs is not None else None, "length"))
+                t.open = 0
+                self._flush(t, force=True)
+                continue
+            self._priming.append((t, t.served.backend.begin(t.job.n), 0))
+        self._prime()
+        ids_by_group = []
+        for g in self._groups:
+            k = min(STEPS_PER_ROUND, min(r.remaining for r in g.rows if not r.finished) if g.rows else 1)
+            t0 = time.perf_counter()
+            ids, lps = self._steps(g, max(1, k))
+            dt = time.perf_counter() - t0
+            self.stats.step_s.append((dt / max(1, k), len(g.rows)))
+            ids_by_group.append((g, ids, lps))
+        for g, ids, lps in ids_by_group:
+            self._hand_over(g, ids, lps)
+        self._tidy()
+
+    def _prime(self) -> None:
+        still = []
+        for t, step, done in self._priming:
+            if t.cancelled:
+                self._finish_ticket(t)
+                continue
+            body = t.prime[:-1]  # the last prime character is the first step's input
+            upto = min(len(body), done + PRIME_SLICE)
+            t.served.backend.feed(step, body[done:upto])
+            if upto < len(body):
+                still.append((t, step, upto))
+                continue
+            self._join(t, step)
+        self._priming = still
+
+    def _join(self, t: Ticket, step: Stepper) -> None:
+        job = t.job
+        rows = [_Row(t, i, job.length) for i in range(job.n)]
+        x = np.full(job.n, t.prime[-1], np.intp)
+        if job.seed is not None:
+            with self._lock:
+                self._groups.append(_Group(t.served, step, rows, x, seeded=True))
+            return
+        for r in rows:
+            r.rng = np.random.default_rng() if job.temperature else None
+        shared = next((g for g in self._groups if g.served is t.served and not g.seeded), None)
+        with self._lock:
+            if shared is None:
+                self._groups.append(_Group(t.served, step, rows, x, seeded=False))
+            else:
+                shared.add(step, rows, x)
+
+    def _steps(self, g: _Group, k: int) -> tuple[np.ndarray, list[list[CharLogprob | None]] | None]:
+        """k steps of a group: ids (k, B), and per step per row the logprob record of rows that asked."""
+        B = len(g.rows)
+        ids = np.empty((k, B), np.int64)
+        want = [i for i, r in enumerate(g.rows) if r.ticket.job.logprobs is not None]
+        lps: list[list[CharLogprob | None]] | None = [] if want else None
+        for t in range(k):
+            logits = g.step(g.x)
+            if g.seeded:
+                # exactly `charlm.inference.sample.decode`, with the noise drawn a chunk at a time as there
+                if g.steps_done % CHUNK == 0:
+                    g.draws = g.gumbel(B, g.served.backend.vocab)
+                chosen = logits if g.filt is None else g.filt(logits)
+                if g.draws is not None:
+                    chosen = np.add(chosen, g.draws[g.steps_done % CHUNK], out=g.buf)
+            else:
+                chosen = g.noised(logits)
+            g.x = chosen.argmax(-1, out=ids[t])
+            g.steps_done += 1
+            if lps is not None:
+                lps.append(_logprobs(logits, want, ids[t], g))
+        return ids, lps
+
+    def _hand_over(self, g: _Group, ids: np.ndarray, lps: list[list[CharLogprob | None]] | None) -> None:
+        tok = g.served.tokenizer
+        cols = ids.T.tolist()
+        touched = {}
+        for i, r in enumerate(g.rows):
+            if r.finished:
+                continue
+            t = r.ticket
+            take = cols[i][: r.remaining]
+            r.remaining -= len(take)
+            text = tok.decode(take)
+            self.stats.chars += len(text)
+            if lps is not None and t.job.logprobs is not None:
+                r.held_lp += [step[i] for step in lps[: len(take)]]  # type: ignore[misc]
+            r.held += text
+            finish = _cut(r, t.job.stop)
+            if finish is None and r.remaining == 0:
+                finish = "length"
+            piece = _release(r, t.job.stop, finish is not None)
+            if piece.text or finish or piece.logprobs:
+                piece.finish = finish
+                t.pending.append(piece)
+            if finish:
+                r.finished = True
+                t.open -= 1
+            touched[id(t)] = t
+        for t in touched.values():
+            self._flush(t)
+
+    def _flush(self, t: Ticket, force: bool = False) -> None:
+        now = time.perf_counter()
+        if t.first_char_at is None and any(p.text for p in t.pending):
+            t.first_char_at = now
+            self.stats.first_char_s.append(now - t.submitted)
+            force = True
+        if t.pending and (force or t.open == 0 or now - t.last_flush >= FLUSH_S):
+            pieces, t.pending, t.last_flush = t.pending, [], now
+            t.done = t.open == 0
+            try:
+                t.deliver(pieces, t.done)
+            except Exception:  # the receiving side is gone: nothing more to send it
+                t.cancelled = True
+
+    def _finish_ticket(self, t: Ticket, error: str | None = None) -> None:
+        if not t.done:
+            t.done, t.error = True, error
+            with contextlib.suppress(Exception):
+                t.deliver(t.pending, True)
+            t.pending = []
+
+    def _tidy(self) -> None:
+        """Take out every row that is finished or whose request was cancelled; drop groups left empty."""
+        with self._lock:
+            kept_groups = []
+            for g in self._groups:
+                alive = [i for i, r in enumerate(g.rows) if not r.finished and not r.ticket.cancelled]
+                for r in g.rows:
+                    if r.ticket.cancelled or r.ticket.open == 0:
+                        self._finish_ticket(r.ticket)
+                if g.seeded:
+                    # a seeded group keeps all its rows until all are done, as `charlm sample` steps them all
+                    if alive:
+                        kept_groups.append(g)
+                    continue
+                if alive and len(alive) < len(g.rows):
+                    g.keep(alive)
+                if alive:
+                    kept_groups.append(g)
+            self._groups = kept_groups
+            self.stats.rows = self._rows_in_flight()
+
+    def _fail_all(self, message: str) -> None:
+        for g in self._groups:
+            for r in g.rows:
+                self._finish_ticket(r.ticket, message)
+        for t, _, _ in self._priming:
+            self._finish_ticket(t, message)
+        for t in self._waiting:
+            self._finish_ticket(t, message)
+        self._groups, self._priming = [], []
+        self._waiting.clear()
+        self.stats.rows = self.stats.queued = 0
+
+
+def _logprobs(logits: np.ndarray, rows: list[int], chosen: np.ndarray, g: _Group) -> list[CharLogprob | None]:
+    """Per row of the group: the chosen character's log-probability and the top alternatives (rows in `rows`)."""
+    out: list[CharLogprob | None] = [None] * len(g.rows)
+    sub = logits[rows].astype(np.float64)
+    sub -= sub.max(-1, keepdims=True)
+    sub -= np.log(np.exp(sub).sum(-1, keepdims=True))
+    chars = g.served.tokenizer.chars
+    for j, i in enumerate(rows):
+        k = min(g.rows[i].ticket.job.logprobs or 0, sub.shape[1])
+        top = np.argsort(-sub[j], kind="stable")[:k].tolist() if k else []
+        c = int(chosen[i])
+        out[i] = CharLogprob(chars[c], float(sub[j, c]), [(chars[a], float(sub[j, a])) for a in top])
+    return out
+
+
+def _cut(r: _Row, stops: tuple[str, ...]) -> str | None:
+    """End the row's text before the first stop string in it: "stop" if one was found."""
+    hits = [r.held.index(s) for s in stops if s and s in r.held]
+    if not hits:
+        return None
+    end = min(hits)
+    r.held, r.held_lp = r.held[:end], r.held_lp[:end]
+    return "stop"
+
+
+def _release(r: _Row, stops: tuple[str, ...], final: bool) -> Piece:
+    """What can be handed over now: all when final, else all but what could still start a stop string."""
+    keep = 0 if final else max((len(s) for s in stops), default=1) - 1
+    cut = max(0, len(r.held) - keep)
+    text, r.held = r.held[:cut], r.held[cut:]
+    lps, r.held_lp = r.held_lp[:cut], r.held_lp[cut:]
+    return Piece(r.index, text, lps if r.ticket.job.logprobs is not None else None)
+
+
+def load_served(ck: Checkpoint, device: str = "auto", name: str | None = None) -> Served:
+    """A checkpoint made ready to serve: a CPU GRU steps in NumPy (as `charlm sample` does for fewer than
+    INT8_MIN_BATCH samples), anything else through torch on `device`."""
+    from charlm.inference import sample as sampling
+    from charlm.inference.gru_numpy import GRUWeights
+
+    model, tok, dev = sampling.load(ck, device, 1)
+    label = name or (ck.path.parent.name if ck.path.name.startswith("step-") else ck.path.name)
+    if isinstance(model, GRUWeights):
+        return Served(str(label), ck, tok, NumpyGRU(model), None, "cpu")
+    return Served(str(label), ck, tok, TorchModel(model, dev), model, dev)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of `values`, NaN for none."""
+    return float(np.percentile(np.asarray(values), q)) if len(values) else math.nan
