@@ -19,7 +19,6 @@ on, whose weights are dropped once its last sample leaves.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from collections import deque
@@ -290,18 +289,13 @@ class _Group:
 
 @dataclass
 class Stats:
-    """What the engine has done, for monitoring (read without a lock: each figure is one Python value)."""
+    """What the engine has done, for monitoring; the hooks are called on the engine's thread."""
 
     chars: int = 0  # characters generated
     rows: int = 0  # samples in the batch now
     queued: int = 0  # requests waiting for a place
-    first_char_s: list[float] = field(default_factory=list)  # seconds from submit to first character, since read
-    step_s: list[tuple[float, int]] = field(default_factory=list)  # (seconds per character, samples), since read
-
-    def drain(self) -> tuple[list[float], list[tuple[float, int]]]:
-        a, b = self.first_char_s, self.step_s
-        self.first_char_s, self.step_s = [], []
-        return a, b
+    on_first_char: Callable[[float], None] | None = None  # seconds from submit to a request's first character
+    on_step: Callable[[float, int], None] | None = None  # seconds per step of a group, and its samples
 
 
 class Engine:
@@ -403,7 +397,8 @@ class Engine:
             t0 = time.perf_counter()
             ids, lps = self._steps(g, max(1, k))
             dt = time.perf_counter() - t0
-            self.stats.step_s.append((dt / max(1, k), len(g.rows)))
+            if self.stats.on_step is not None:
+                self.stats.on_step(dt / max(1, k), len(g.rows))
             ids_by_group.append((g, ids, lps))
         for g, ids, lps in ids_by_group:
             self._hand_over(g, ids, lps)
@@ -497,10 +492,11 @@ class Engine:
         now = time.perf_counter()
         if t.first_char_at is None and any(p.text for p in t.pending):
             t.first_char_at = now
-            self.stats.first_char_s.append(now - t.submitted)
+            if self.stats.on_first_char is not None:
+                self.stats.on_first_char(now - t.submitted)
             force = True
         if t.pending and (force or t.open == 0 or now - t.last_flush >= FLUSH_S):
-            pieces, t.pending, t.last_flush = t.pending, [], now
+            pieces, t.pending, t.last_flush = _merged(t.pending), [], now
             t.done = t.open == 0
             try:
                 t.deliver(pieces, t.done)
@@ -563,6 +559,21 @@ def _logprobs(logits: np.ndarray, rows: list[int], chosen: np.ndarray, g: _Group
     return out
 
 
+def _merged(pieces: list[Piece]) -> list[Piece]:
+    """One piece per sample: the text (and logprobs) of its pieces joined, the last one's finish."""
+    out: dict[int, Piece] = {}
+    for piece in pieces:
+        had = out.get(piece.index)
+        if had is None:
+            out[piece.index] = Piece(piece.index, piece.text, piece.logprobs, piece.finish)
+            continue
+        had.text += piece.text
+        if had.logprobs is not None and piece.logprobs is not None:
+            had.logprobs = had.logprobs + piece.logprobs
+        had.finish = piece.finish or had.finish
+    return list(out.values())
+
+
 def _cut(r: _Row, stops: tuple[str, ...]) -> str | None:
     """End the row's text before the first stop string in it: "stop" if one was found."""
     hits = [r.held.index(s) for s in stops if s and s in r.held]
@@ -593,8 +604,3 @@ def load_served(ck: Checkpoint, device: str = "auto", name: str | None = None) -
     if isinstance(model, GRUWeights):
         return Served(str(label), ck, tok, NumpyGRU(model), None, "cpu")
     return Served(str(label), ck, tok, TorchModel(model, dev), model, dev)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) of `values`, NaN for none."""
-    return float(np.percentile(np.asarray(values), q)) if len(values) else math.nan
