@@ -31,7 +31,15 @@ def serve(
     ] = False,
     max_prompt: Annotated[int, _limit("Longest prompt, in characters.")] = 8192,
     max_tokens: Annotated[int, _limit("Most characters per sample (max_tokens).")] = 4096,
-    max_n: Annotated[int, _limit("Most samples per request (n).")] = 16,
+    max_n: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Most samples per request (n). \\[default: 16, at most --max-streams]",
+            rich_help_panel=_LIMITS,
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     max_request_chars: Annotated[int, _limit("Most characters per request (n x max_tokens).")] = 32768,
     max_streams: Annotated[int, _limit("Most samples in the batch at once.")] = 256,
     max_queue: Annotated[int, _limit("Most requests waiting for a place (then 503).")] = 256,
@@ -54,6 +62,8 @@ def serve(
     from charlm.serve import server
     from charlm.serve.protocol import Limits
 
+    if max_n is None:
+        max_n = min(Limits().max_n, max_streams)
     if max_n > max_streams:
         raise UsageError(f"--max-n ({max_n}) cannot be more than --max-streams ({max_streams})")
     limits = replace(
