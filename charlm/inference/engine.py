@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from charlm.checkpoint import Checkpoint
     from charlm.inference.gru_numpy import GRUWeights
 
-STEPS_PER_ROUND = 8  # characters per sample per round: between rounds requests join, leave and get their text
+STEPS_PER_ROUND = 64  # at most this many characters per sample per round: between rounds requests join and leave
+FIRST_ROUND = 4  # a sample's first round is short, so its first characters go out at once
 PRIME_SLICE = 256  # prime characters a new request reads per round, so a long prime never stalls the others
 FLUSH_S = 0.03  # a request is handed its characters at least this often (and its first ones at once)
 
@@ -243,7 +244,8 @@ class _Group:
             self.draws: np.ndarray | None = None
         else:
             self.noise = np.zeros((len(rows), CHUNK, vocab), np.float32)
-            self.pos = np.full(len(rows), CHUNK, np.intp)
+            self.phase = CHUNK  # every row of a shared group is at the same place in its chunk of noise
+            self._draw(range(len(rows)))
         self.resized()
 
     def resized(self) -> None:
@@ -257,30 +259,37 @@ class _Group:
                 self.filters.setdefault((job.top_k, job.top_p), []).append(i)
 
     def add(self, step: Stepper, rows: list[_Row], x: np.ndarray) -> None:
-        vocab = self.served.backend.vocab
+        vocab, before = self.served.backend.vocab, len(self.rows)
         self.step = self.served.backend.join([self.step, step])  # type: ignore[assignment]
         self.rows, self.x = self.rows + rows, np.concatenate([self.x, x])
         self.noise = np.concatenate([self.noise, np.zeros((len(rows), CHUNK, vocab), np.float32)])
-        self.pos = np.concatenate([self.pos, np.full(len(rows), CHUNK, np.intp)])
+        self._draw(range(before, len(self.rows)))  # fresh draws, used from the group's place in the chunk on
         self.resized()
 
     def keep(self, alive: list[int]) -> None:
         self.step = self.served.backend.keep(self.step, alive)  # type: ignore[assignment]
         self.rows, self.x = [self.rows[i] for i in alive], self.x[alive]
-        self.noise, self.pos = self.noise[alive], self.pos[alive]
+        self.noise = self.noise[alive]
         self.resized()
+
+    def _draw(self, rows: range | list[int]) -> None:
+        """A new chunk of noise for these rows, from each one's own generator, as `Gumbel` draws it:
+        -log of Exp(1) draws, times the temperature (zeros for greedy rows)."""
+        for i in rows:
+            r = self.rows[i]
+            if r.rng is not None:
+                e = r.rng.standard_exponential(self.noise.shape[1:], dtype=np.float32)
+                np.log(np.maximum(e, np.finfo(np.float32).tiny, out=e), out=e)
+                np.multiply(e, np.float32(-r.ticket.job.temperature), out=self.noise[i])
 
     def noised(self, logits: np.ndarray) -> np.ndarray:
         """The shared group's logits, each row filtered by its own top-k/top-p and given its own draw."""
-        for i in np.flatnonzero(self.pos == CHUNK).tolist():
-            r = self.rows[i]
-            self.pos[i] = 0
-            if r.rng is not None:  # as `Gumbel` draws: -log of Exp(1) draws, times the temperature
-                e = r.rng.standard_exponential((CHUNK, logits.shape[1]), dtype=np.float32)
-                np.log(np.maximum(e, np.finfo(np.float32).tiny, out=e), out=e)
-                np.multiply(e, np.float32(-r.ticket.job.temperature), out=self.noise[i])
-        out = np.add(logits, self.noise[self.ar, self.pos], out=self.buf)
-        self.pos += 1
+        if self.phase == CHUNK:
+            if self.steps_done:  # (the first chunk was drawn as the rows joined)
+                self._draw(range(len(self.rows)))
+            self.phase = 0
+        out = np.add(logits, self.noise[:, self.phase], out=self.buf)
+        self.phase += 1
         for (top_k, top_p), rows in self.filters.items():
             kept = filter_logits(logits[rows], 1.0, top_k, top_p)
             out[rows] = np.where(np.isneginf(kept), -np.inf, out[rows])
@@ -310,6 +319,7 @@ class Engine:
         self._groups: list[_Group] = []
         self._lock = threading.Condition()
         self._stop = False
+        self._room, self._seen = True, 0  # this round: whether a new request could join, and how many waited
         self._thread = threading.Thread(target=self._run, name="charlm-engine", daemon=True)
 
     # -- the interface -------------------------------------------------------------------------------
@@ -391,14 +401,17 @@ class Engine:
                 continue
             self._priming.append((t, t.served.backend.begin(t.job.n), 0))
         self._prime()
+        self._room, self._seen = self._rows_in_flight() < self.max_rows, len(self._waiting)
         ids_by_group = []
         for g in self._groups:
-            k = min(STEPS_PER_ROUND, min(r.remaining for r in g.rows if not r.finished) if g.rows else 1)
+            live = [r for r in g.rows if not r.finished]
+            k = min(r.remaining for r in live) if live else 1
+            k = min(k, FIRST_ROUND if any(r.ticket.first_char_at is None for r in live) else STEPS_PER_ROUND)
             t0 = time.perf_counter()
             ids, lps = self._steps(g, max(1, k))
             dt = time.perf_counter() - t0
             if self.stats.on_step is not None:
-                self.stats.on_step(dt / max(1, k), len(g.rows))
+                self.stats.on_step(dt / len(ids), len(g.rows))
             ids_by_group.append((g, ids, lps))
         for g, ids, lps in ids_by_group:
             self._hand_over(g, ids, lps)
@@ -443,6 +456,9 @@ class Engine:
         want = [i for i, r in enumerate(g.rows) if r.ticket.job.logprobs is not None]
         lps: list[list[CharLogprob | None]] | None = [] if want else None
         for t in range(k):
+            if t and self._room and len(self._waiting) > self._seen:  # a new request can join: end the round
+                ids, lps = ids[:t], lps[:t] if lps is not None else None
+                break
             logits = g.step(g.x)
             if g.seeded:
                 # exactly `charlm.inference.sample.decode`, with the noise drawn a chunk at a time as there
