@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from charlm.errors import CharlmError, UsageError
-from charlm.inference.sample import CHUNK, Gumbel, SampleOptions, filter_logits, sampling_filter, start_ids
+from charlm.inference.sample import (
+    CHUNK,
+    INT8_MIN_BATCH,
+    Gumbel,
+    SampleOptions,
+    filter_logits,
+    sampling_filter,
+    start_ids,
+)
 from charlm.tokenizer import CharTokenizer, OnUnknown
 
 if TYPE_CHECKING:
@@ -39,7 +47,7 @@ if TYPE_CHECKING:
 STEPS_PER_ROUND = 64  # at most this many characters per sample per round: between rounds requests join and leave
 FIRST_ROUND = 4  # a sample's first round is short, so its first characters go out at once
 PRIME_SLICE = 256  # prime characters a new request reads per round, so a long prime never stalls the others
-FLUSH_S = 0.03  # a request is handed its characters at least this often (and its first ones at once)
+FLUSH_S = 0.05  # a request gets its characters at least this often, as the CLI flushes (its first ones at once)
 
 
 class QueueFullError(CharlmError):
@@ -64,20 +72,46 @@ class Backend(Protocol):
 
 
 class NumpyGRU:
-    """A GRU on the CPU, stepped in NumPy as `charlm sample` steps it (`charlm.inference.gru_numpy`)."""
+    """A GRU on the CPU, stepped as `charlm sample` steps it: in NumPy (`charlm.inference.gru_numpy`), and on
+    PyTorch's int8 products (`charlm.inference.torch_step`) for INT8_MIN_BATCH samples or more at once.
+    `torch_model` gives the torch module, loaded the first time a batch is that large."""
 
-    def __init__(self, w: GRUWeights) -> None:
+    def __init__(self, w: GRUWeights, torch_model: Callable[[], Any]) -> None:
         from charlm.inference.gru_numpy import prescaled
 
-        self.w, self.pre, self.vocab = w, prescaled(w), w.config.vocab_size
+        self.w, self.pre, self.vocab, self.torch_model = w, prescaled(w), w.config.vocab_size, torch_model
+        self._int8: Any = None  # a FusedGRUStep on int8 products, resized for each batch; False: not available
 
     def begin(self, batch: int, state: np.ndarray | None = None) -> Stepper:
         from charlm.inference.gru_numpy import GRUStep
 
+        if batch >= INT8_MIN_BATCH and self._int8_step() is not None:
+            import torch
+
+            h = np.zeros((self.w.config.layers, batch, self.w.config.hidden), np.float32) if state is None else state
+            return _Int8Step(self._int8.resized(torch.from_numpy(np.ascontiguousarray(h))))
         return GRUStep(self.w, batch, state, self.pre)
 
+    def warm(self) -> None:
+        """Load now what a batch of INT8_MIN_BATCH samples needs (torch, the int8 products), not mid-request."""
+        self._int8_step()
+
+    def _int8_step(self) -> Any:
+        if self._int8 is None:
+            import torch
+
+            from charlm.inference.torch_step import FusedGRUStep, uses_int8
+
+            self._int8 = False
+            if uses_int8(INT8_MIN_BATCH, "cpu"):
+                with torch.inference_mode():
+                    self._int8 = FusedGRUStep(
+                        self.torch_model(), torch.zeros(self.w.config.layers, 1, self.w.config.hidden), 1, True
+                    )
+        return self._int8 or None
+
     def feed(self, step: Any, ids: Sequence[int]) -> None:
-        x = np.zeros(len(step.ext[0]), np.intp)
+        x = np.zeros(len(step.state()[0]), np.intp)
         for c in ids:  # as `charlm sample` reads a prime: one character per step
             x[:] = c
             step(x)
@@ -88,6 +122,26 @@ class NumpyGRU:
 
     def keep(self, step: Any, rows: Sequence[int]) -> Stepper | None:
         return self.begin(len(rows), step.state()[:, list(rows)]) if len(rows) else None
+
+
+class _Int8Step:
+    """A FusedGRUStep on int8 products, taking and giving NumPy arrays, on one thread (as `charlm sample`)."""
+
+    def __init__(self, fused: Any) -> None:
+        self.fused = fused
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        from charlm.inference.threads import intra_op_threads
+
+        with torch.inference_mode(), intra_op_threads(1):
+            return self.fused(torch.from_numpy(np.asarray(x, np.int64))).numpy()
+
+    def state(self) -> np.ndarray:
+        import torch
+
+        return torch.stack(self.fused.h).numpy().copy()
 
 
 class _TorchStep:
@@ -153,6 +207,16 @@ class Served:
     backend: Backend
     torch_model: Any = None  # the torch module, for scoring and explaining (loaded when first needed)
     device: Any = "cpu"
+
+    def module(self) -> Any:
+        """The checkpoint's torch module on the served device, loaded the first time it is asked for."""
+        if self.torch_model is None:
+            from charlm import checkpoint as ckpt_io
+
+            if self.checkpoint is None:
+                raise CharlmError("this model was not loaded from a checkpoint")
+            self.torch_model, _ = ckpt_io.load_model(self.checkpoint, self.device)
+        return self.torch_model
 
 
 @dataclass(frozen=True)
@@ -618,5 +682,7 @@ def load_served(ck: Checkpoint, device: str = "auto", name: str | None = None) -
     model, tok, dev = sampling.load(ck, device, 1)
     label = name or (ck.path.parent.name if ck.path.name.startswith("step-") else ck.path.name)
     if isinstance(model, GRUWeights):
-        return Served(str(label), ck, tok, NumpyGRU(model), None, "cpu")
+        served = Served(str(label), ck, tok, None, None, "cpu")  # type: ignore[arg-type]
+        served.backend = NumpyGRU(model, served.module)
+        return served
     return Served(str(label), ck, tok, TorchModel(model, dev), model, dev)

@@ -311,7 +311,7 @@ async def score(request: Request, state: State) -> Response:
         raise Problem(400, str(e), param) from None
 
     def run() -> dict[str, Any]:
-        model = _torch_model(served)
+        model = served.module()
         if lines is not None:
             joined = "".join(s + "\n" for s in lines)
             records = line_records(model, tok, joined, skip, served.device)
@@ -350,21 +350,11 @@ async def explain(request: Request, state: State) -> Response:
         raise Problem(400, "text needs at least two (known) characters to explain", "text")
 
     def run() -> dict[str, Any]:
-        ex = ex_lib.explain(_torch_model(served), served.tokenizer, ids, top_k or 5, gates=gates)
+        ex = ex_lib.explain(served.module(), served.tokenizer, ids, top_k or 5, gates=gates)
         return ex_lib.document(ex, gates)
 
     doc = await anyio.to_thread.run_sync(run, limiter=state.heavy)
     return JSONResponse(p.json_safe({"model": served.name, **doc}))
-
-
-def _torch_model(served: Served) -> Any:
-    """The served checkpoint's torch module (loaded on first use: sampling on a CPU does not need it)."""
-    if served.torch_model is None:
-        from charlm import checkpoint as ckpt_io
-
-        assert served.checkpoint is not None
-        served.torch_model, _ = ckpt_io.load_model(served.checkpoint, served.device)
-    return served.torch_model
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

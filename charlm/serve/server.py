@@ -11,6 +11,7 @@ and only `step-*` folders are looked at, so one still being written is never loa
 from __future__ import annotations
 
 import ipaddress
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from typing import Any
 
 from charlm.errors import CheckpointError, UsageError
 from charlm.inference.engine import Engine, Served, load_served
+from charlm.inference.sample import INT8_MIN_BATCH
 from charlm.serve.protocol import Limits
 
 WATCH_EVERY_S = 1.0
+SWITCH_INTERVAL_S = 0.001
 
 
 def is_loopback(host: str) -> bool:
@@ -56,8 +59,11 @@ def load(checkpoint: Path | None, device: str = "auto") -> tuple[Served, Path]:
 class Watcher:
     """Serves a run folder's best checkpoint whenever it changes, between requests."""
 
-    def __init__(self, run: Path, engine: Engine, device: str, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, run: Path, engine: Engine, device: str, say: Callable[[str], None], limits: Limits | None = None
+    ) -> None:
         self.run, self.engine, self.device, self.say = run, engine, device, say
+        self.engine_limits = limits or Limits()
         self.stop = threading.Event()
         self.failed: set[Path] = set()
         self.thread = threading.Thread(target=self._loop, name="charlm-watch", daemon=True)
@@ -80,6 +86,7 @@ class Watcher:
             return False
         try:
             served = load_served(best, self.device, self.run.name)
+            _warm(served, self.engine_limits)
         except (CheckpointError, OSError) as e:
             self.failed.add(best.path)
             self.say(f"not switching to {best.path}: {e}")
@@ -96,15 +103,26 @@ class Watcher:
                 self.say(f"watching {self.run}: {e}")
 
 
+def _warm(served: Served, limits: Limits) -> None:
+    """Load what the largest batch will need before the first request, not in the middle of serving."""
+    warm = getattr(served.backend, "warm", None)
+    if warm is not None and limits.max_streams >= INT8_MIN_BATCH:
+        warm()
+
+
 def serve(served: Served, run: Path, opts: Options, say: Callable[[str], None]) -> None:
     """Serve until SIGTERM or Ctrl-C; returns once the requests in flight have finished (or the wait is over)."""
     import uvicorn
 
     from charlm.serve.app import State, build
 
+    # The engine's thread and the event loop's take turns at the interpreter lock: hand it over every 1 ms
+    # instead of Python's 5, so a request's bytes are not held up behind a batch of steps (or the reverse).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    _warm(served, opts.limits)
     engine = Engine(served, opts.limits.max_streams, opts.limits.max_queue).start()
     state = State(engine, opts.limits, opts.api_key or None)
-    watcher = Watcher(run, engine, opts.device, say).start() if opts.watch else None
+    watcher = Watcher(run, engine, opts.device, say, opts.limits).start() if opts.watch else None
     config = uvicorn.Config(
         build(state),
         host=opts.host,
