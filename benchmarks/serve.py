@@ -9,7 +9,7 @@ Prints, with the machine:
   (target at most 50 ms) and p99 (at most 250 ms);
 - one streaming client against `charlm sample`'s single stream (target: at least 0.8x);
 - 10,000 requests one after another: the server's resident memory growth (target: under 20 MB).
-The server runs in its own process on the loopback; the clients are one asyncio thread (httpx) here.
+The server runs in its own process on the loopback; the clients are bare asyncio connections in this one.
 """
 
 from __future__ import annotations
@@ -58,30 +58,44 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-async def _client(http, body: dict) -> tuple[float, float, int]:
-    """(seconds to first character, seconds in all, characters) of one streamed completion."""
+async def _client(url: str, body: dict) -> tuple[float, float, int]:
+    """(seconds to first character, seconds in all, characters) of one streamed completion, on a bare asyncio
+    connection: httpx's own cost at 64 concurrent streams would be counted against the server otherwise."""
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps({**body, "stream": True}).encode()
     t0 = time.perf_counter()
-    first, chars = None, 0
-    async with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
-        async for line in r.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            for c in json.loads(line[6:])["choices"]:
-                if c["text"] and first is None:
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+        + payload
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    first, chars, buf = None, 0, b""
+    while True:  # chunked transfer coding: a hex size line, that many bytes, CRLF
+        size = int((await reader.readline()).strip(), 16)
+        if size == 0:
+            break
+        buf += await reader.readexactly(size)
+        await reader.readexactly(2)
+        *events, buf = buf.split(b"\n\n")
+        for e in events:
+            if e.startswith(b"data: {"):
+                n = sum(len(c["text"]) for c in json.loads(e[6:])["choices"])
+                if n and first is None:
                     first = time.perf_counter() - t0
-                chars += len(c["text"])
+                chars += n
+    writer.close()
     return first or float("nan"), time.perf_counter() - t0, chars
 
 
 async def concurrent(url: str, clients: int, length: int) -> tuple[float, list[float]]:
-    import httpx
-
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        await _client(http, {"max_tokens": 20})  # warm
-        t0 = time.perf_counter()
-        got = await asyncio.gather(*(_client(http, {"max_tokens": length}) for _ in range(clients)))
-        wall = time.perf_counter() - t0
+    await _client(url, {"max_tokens": 20})  # warm
+    t0 = time.perf_counter()
+    got = await asyncio.gather(*(_client(url, {"max_tokens": length}) for _ in range(clients)))
+    wall = time.perf_counter() - t0
     return sum(c for _, _, c in got) / wall, [f for f, _, _ in got]
 
 
@@ -168,11 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 async def _one(url: str, length: int) -> tuple[float, float, int]:
-    import httpx
-
-    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-        await _client(http, {"max_tokens": 20})
-        return await _client(http, {"max_tokens": length})
+    await _client(url, {"max_tokens": 20})
+    return await _client(url, {"max_tokens": length})
 
 
 if __name__ == "__main__":
