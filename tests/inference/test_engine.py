@@ -116,3 +116,31 @@ def test_swap_serves_new_requests_and_lets_running_ones_finish(engine, tiny_run:
     assert running.texts[0] == "".join(
         sampling.stream(model, tok, sampling.SampleOptions(20000, seed=3, prime="the"), dev)
     )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_other_cells_step_through_torch_and_seeds_still_match(cell: str, save_model, tmp_path: Path) -> None:
+    import torch
+
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.tokenizer import CharTokenizer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer("abcdefgh \n")
+    run = save_model(tmp_path / cell, CharLM(ModelConfig(tok.vocab_size, embed=8, hidden=16, layers=2, cell=cell)), tok)
+    ck = ckpt_io.resolve(run)
+    eng = E.Engine(E.load_served(ck, "cpu")).start()
+    try:
+        assert isinstance(eng.served.backend, E.TorchModel)
+        others = [submit(eng, E.Job("abc", 300, 2))[1] for _ in range(3)]
+        _, seeded = submit(eng, E.Job("abc", 300, 1, 0.9, seed=8))
+        for g in [seeded, *others]:
+            assert g.done.wait(60)
+        model, tok, dev = sampling.load(ck, "cpu", 1)
+        assert seeded.texts == [
+            "".join(sampling.stream(model, tok, sampling.SampleOptions(300, 0.9, seed=8, prime="abc"), dev))
+        ]
+        assert all(len(t) == 300 for g in others for t in g.texts)
+    finally:
+        eng.close()

@@ -68,10 +68,10 @@ class Server:
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)
 
-    def stop(self, timeout: float = 30) -> tuple[int, str]:
-        """SIGTERM, then the exit status and what it wrote on stdout."""
+    def stop(self, timeout: float = 30, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """SIGTERM (or `sig`), then the exit status and what it wrote on stdout."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

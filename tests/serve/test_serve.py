@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -275,12 +276,13 @@ def test_clients_that_disconnect_free_their_places_at_once(start_server, tiny_ru
         assert time.perf_counter() - t0 < 60
 
 
-def test_sigterm_lets_streams_finish_and_exits_0(start_server, tiny_run: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_lets_streams_finish_and_exits_0(start_server, tiny_run: Path, sig) -> None:
     s = start_server(tiny_run, "--max-tokens", "200000", "--max-request-chars", "200000")
     with s.client() as c, cf.ThreadPoolExecutor(1) as pool:
         running = pool.submit(stream_text, c, {"max_tokens": 60_000})
         _wait_metric(c, "charlm_batch_streams", 1)
-        code, out = s.stop()
+        code, out = s.stop(sig=sig)
         texts, chunks = running.result()
     assert code == 0 and out == ""
     assert len(texts[0]) == 60_000 and chunks[-1]["choices"][-1]["finish_reason"] == "length"
