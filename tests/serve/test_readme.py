@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -34,8 +35,6 @@ def test_readme_curl_example_gives_charlm_samples_text(server, tiny_run: Path) -
     out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     text = json.loads(out.stdout)["choices"][0]["text"]
-    import os
-
     env = {**os.environ, "PYTHONPATH": str(README.parent)}
     args = ["sample", str(tiny_run), "-q", "--prime", "the ", "--length", "80", "--temperature", "0.8", "--seed", "1"]
     want = subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=env).stdout
