@@ -20,7 +20,7 @@ LAYERS = [
     {"checkpoint"},
     {"inference", "interpret"},
     {"training", "ui"},
-    {"api"},
+    {"api", "serve"},
     {"cli"},
     {"__main__"},
 ]
