@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # each imports torch, which sampling on a CPU never needs
     import torch
 
     from charlm.inference.draws import SampleOptions
+    from charlm.inference.gru_numpy import GRUWeights
     from charlm.interpret.explain import Explanation
     from charlm.model import CharLM
     from charlm.training.request import TrainRequest
@@ -115,6 +116,13 @@ class Explained:
 
         return records(self.explanation, with_gates=gates)
 
+    def to_dict(self, gates: bool = False) -> dict[str, Any]:
+        """What `charlm explain --json` prints: the summary, gate saturation (with `gates`, if traced) and
+        the per-character records."""
+        from charlm.interpret.explain import document
+
+        return document(self.explanation, gates)
+
     def to_html(self, unit: tuple[int, int] | None = None) -> str:
         """The self-contained page of `charlm explain --html`; `unit` (layer, unit) colours by that unit."""
         from charlm.ui import html as page
@@ -157,8 +165,10 @@ class Model:
         """Use `load`; this takes an already resolved checkpoint."""
         self._ck, self._device = checkpoint, device
         # read from checkpoint.json once; shared by every call, never changed
-        self._config, self._train_config, self._tokenizer = checkpoint.model_config, checkpoint.train_config, (
-            checkpoint.tokenizer
+        self._config, self._train_config, self._tokenizer = (
+            checkpoint.model_config,
+            checkpoint.train_config,
+            (checkpoint.tokenizer),
         )
         self._lock = threading.Lock()  # guards the lazily loaded weights below
         self._module: CharLM | None = None
@@ -177,6 +187,12 @@ class Model:
     def path(self) -> Path:
         """The step-* folder it was loaded from."""
         return self._ck.path
+
+    @property
+    def name(self) -> str:
+        """The run folder's name (what `charlm serve` calls the model)."""
+        path = self._ck.path
+        return path.parent.name if path.name.startswith("step-") else path.name
 
     @property
     def config(self) -> ModelConfig:
@@ -255,22 +271,29 @@ class Model:
 
     # ------------------------------------------------------------ sampling
 
-    def _sampler(self, streams: int) -> tuple[Any, Any]:
-        """What `streams` samples at once step on: the NumPy weights of a GRU on the CPU, or the torch module."""
+    def numpy_weights(self, streams: int = 1) -> GRUWeights | None:
+        """The NumPy weights `streams` samples at once step on, as `sample` steps them: those of a GRU on the
+        CPU (read once, without torch), or None where torch steps the model (`module`)."""
         from charlm.inference import sample as sampling
         from charlm.inference.gru_numpy import GRUWeights
 
-        if sampling.numpy_path(self.config, self._device, streams):
-            with self._lock:
-                if self._weights is None:
-                    try:
-                        state = ckpt_io.read_tensors(self._ck, framework="numpy")
-                        self._weights = GRUWeights(self.config, state)
-                    except (KeyError, ValueError):
-                        self._weights = False  # the weights do not fit the config: the torch loader says how
-                weights = self._weights
-            if weights is not False:
-                return weights, "cpu"
+        if not sampling.numpy_path(self.config, self._device, streams):
+            return None
+        with self._lock:
+            if self._weights is None:
+                try:
+                    state = ckpt_io.read_tensors(self._ck, framework="numpy")
+                    self._weights = GRUWeights(self.config, state)
+                except (KeyError, ValueError):
+                    self._weights = False  # the weights do not fit the config: the torch loader says how
+            weights: GRUWeights | None = None if self._weights is False else self._weights
+        return weights
+
+    def _sampler(self, streams: int) -> tuple[Any, Any]:
+        """What `streams` samples at once step on: the NumPy weights of a GRU on the CPU, or the torch module."""
+        weights = self.numpy_weights(streams)
+        if weights is not None:
+            return weights, "cpu"
         return self.module, self.torch_device
 
     def _options(

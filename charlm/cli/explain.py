@@ -96,7 +96,8 @@ def explain(
         raise UsageError(f"--html {html_out}: that is the text being explained; choose another file")
     model, text, what = _explain_input(paths, literal, max_chars, device, quiet)
     traced = gates or unit is not None or html_out is not None
-    ex = model.explain(text, top_k=top_k, gates=traced, skip_unknown=skip_unknown, source=what).explanation
+    explained = model.explain(text, top_k=top_k, gates=traced, skip_unknown=skip_unknown, source=what)
+    ex = explained.explanation
     if at is not None and not 1 <= at < len(ex.chars):
         raise UsageError(f"--at must be in 1..{len(ex.chars) - 1}: position 0 has nothing before it to predict from")
     chosen = _check_unit(ex, layer, unit) if unit is not None else None
@@ -107,7 +108,7 @@ def explain(
         if not quiet:
             err_console.print(f"wrote {html_out}", soft_wrap=True)
     if json_out:
-        print_json(ex_lib.document(ex, gates))
+        print_json(explained.to_dict(gates))
         return
     con = view.out_console()
     con.print(view.by_unit(ex, *chosen) if chosen else view.by_surprisal(ex), end="")

@@ -41,6 +41,7 @@ from charlm.inference.sample import (
 from charlm.tokenizer import CharTokenizer, OnUnknown
 
 if TYPE_CHECKING:
+    from charlm.api import Model
     from charlm.checkpoint import Checkpoint
     from charlm.inference.gru_numpy import GRUWeights
 
@@ -199,24 +200,21 @@ class TorchModel:
 
 @dataclass
 class Served:
-    """One model as the engine serves it: its name, where it came from, its tokenizer and how it steps."""
+    """One model as the engine serves it: its name, the model (a `charlm.Model`) and how it steps batches."""
 
     name: str
-    checkpoint: Checkpoint | None
-    tokenizer: CharTokenizer
+    model: Model
     backend: Backend
-    torch_model: Any = None  # the torch module, for scoring and explaining (loaded when first needed)
-    device: Any = "cpu"
 
-    def module(self) -> Any:
-        """The checkpoint's torch module on the served device, loaded the first time it is asked for."""
-        if self.torch_model is None:
-            from charlm import checkpoint as ckpt_io
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The checkpoint the model was loaded from."""
+        return self.model.checkpoint
 
-            if self.checkpoint is None:
-                raise CharlmError("this model was not loaded from a checkpoint")
-            self.torch_model, _ = ckpt_io.load_model(self.checkpoint, self.device)
-        return self.torch_model
+    @property
+    def tokenizer(self) -> CharTokenizer:
+        """The model's vocabulary."""
+        return self.model.tokenizer
 
 
 @dataclass(frozen=True)
@@ -673,16 +671,14 @@ def _release(r: _Row, stops: tuple[str, ...], final: bool) -> Piece:
     return Piece(r.index, text, lps if r.ticket.job.logprobs is not None else None)
 
 
-def load_served(ck: Checkpoint, device: str = "auto", name: str | None = None) -> Served:
-    """A checkpoint made ready to serve: a CPU GRU steps in NumPy (as `charlm sample` does for fewer than
-    INT8_MIN_BATCH samples), anything else through torch on `device`."""
-    from charlm.inference import sample as sampling
-    from charlm.inference.gru_numpy import GRUWeights
-
-    model, tok, dev = sampling.load(ck, device, 1)
-    label = name or (ck.path.parent.name if ck.path.name.startswith("step-") else ck.path.name)
-    if isinstance(model, GRUWeights):
-        served = Served(str(label), ck, tok, None, None, "cpu")  # type: ignore[arg-type]
-        served.backend = NumpyGRU(model, served.module)
-        return served
-    return Served(str(label), ck, tok, TorchModel(model, dev), model, dev)
+def load_served(model: Model, name: str | None = None) -> Served:
+    """A loaded model (`charlm.load`) made ready to serve under `name` (its run folder's name by default): a
+    GRU on the CPU steps in NumPy, as `Model.sample` steps fewer than INT8_MIN_BATCH samples, on PyTorch's
+    int8 products for more; anything else through its torch module on the model's device."""
+    weights = model.numpy_weights()
+    backend: Backend
+    if weights is not None:
+        backend = NumpyGRU(weights, lambda: model.module)
+    else:
+        backend = TorchModel(model.module, model.torch_device)
+    return Served(name or model.name, model, backend)

@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from charlm.errors import CharlmError, UsageError
+from charlm.errors import CharlmError, UsageError, param
 from charlm.inference.engine import Engine, Piece, QueueFullError, Served, Ticket
 from charlm.serve import protocol as p
 from charlm.serve.metrics import CONTENT_TYPE, Metrics
@@ -30,6 +30,7 @@ from charlm.serve.protocol import Limits, Problem
 
 ROUTES = ("/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/score", "/v1/explain")
 RETRY_AFTER_S = 1
+FIELDS = {"prime": "prompt", "length": "max_tokens"}  # the Python API's parameters, as the JSON fields they are
 
 
 @dataclass
@@ -122,7 +123,7 @@ def handler(fn: Callable[[Request, State], Awaitable[Response]]) -> Callable[[Re
         except ClientDisconnect:
             return Response(status_code=499)
         except CharlmError as e:
-            return error_response(Problem(400, str(e)))
+            return error_response(_refusal(e))
         except Exception as e:  # a bug: say so in the error shape clients understand, and keep serving
             return error_response(Problem(500, f"internal error: {type(e).__name__}: {e}", None, "server_error"))
 
@@ -187,7 +188,7 @@ def _submit(state: State, req: p.CompletionRequest, inbox: _Inbox) -> Ticket:
     except QueueFullError as e:
         raise Problem(503, str(e), None, "server_busy") from None
     except UsageError as e:
-        raise Problem(400, f"prompt: {e}", "prompt") from None
+        raise _refusal(e, "prompt") from None
 
 
 async def completions(request: Request, state: State) -> Response:
@@ -284,8 +285,6 @@ def _text_field(f: p.Fields, name: str, limit: int) -> str | None:
 
 
 async def score(request: Request, state: State) -> Response:
-    from charlm.inference.evaluate import line_records, score_ids
-
     f = p.Fields(await read_body(request, state.limits))
     f.string("model")
     text = _text_field(f, "text", state.limits.max_score_chars)
@@ -303,36 +302,34 @@ async def score(request: Request, state: State) -> Response:
         if sum(len(s) + 1 for s in lines) > state.limits.max_score_chars:
             raise Problem(413, f"lines hold more than {state.limits.max_score_chars:,} characters", "lines")
     served = state.served
-    tok = served.tokenizer
-    param = "text" if text is not None else "lines"
-    try:
-        tok.encode(text if text is not None else "\n".join(lines or []), "skip" if skip else "error", what=param)
-    except UsageError as e:
-        raise Problem(400, str(e), param) from None
+    field_name = "text" if text is not None else "lines"
 
     def run() -> dict[str, Any]:
-        model = served.module()
+        model = served.model
         if lines is not None:
-            joined = "".join(s + "\n" for s in lines)
-            records = line_records(model, tok, joined, skip, served.device)
-            return {
-                "lines": [
-                    {"line": n, "bits_per_char": s.bits_per_char, "bits": s.bits, "chars": s.chars, "text": line}
-                    for n, (line, s) in enumerate(records, 1)
-                ]
-            }
-        ids = tok.encode(text or "", "skip" if skip else "error")
-        if len(ids) < 2:
-            raise Problem(400, "text needs at least two (known) characters to score", "text")
-        return score_ids(model, ids, served.device).to_dict()
+            scored = model.iter_score_lines(lines, skip_unknown=skip, source=param("lines"))
+            return {"lines": [record.to_dict() for record in scored]}
+        return model.score(text or "", skip_unknown=skip, source=param("text")).to_dict()
 
-    doc = await anyio.to_thread.run_sync(run, limiter=state.heavy)
+    doc = await _heavy(state, run, field_name)
     return JSONResponse(p.json_safe({"model": served.name, **doc}))
 
 
-async def explain(request: Request, state: State) -> Response:
-    from charlm.interpret import explain as ex_lib
+async def _heavy(state: State, run: Callable[[], dict[str, Any]], field_name: str) -> dict[str, Any]:
+    """`run` (a call of the model's that runs torch) on a worker thread; what it refuses, a 400 naming the field."""
+    try:
+        return await anyio.to_thread.run_sync(run, limiter=state.heavy)
+    except CharlmError as e:
+        raise _refusal(e, field_name) from None
 
+
+def _refusal(e: CharlmError, field_name: str | None = None) -> Problem:
+    """A 400 for what the library refused: its message naming parameters as the JSON fields they are."""
+    named = [FIELDS.get(n, n) for n in e.params]
+    return Problem(400, e.render(lambda n: FIELDS.get(n, n)), named[0] if named else field_name)
+
+
+async def explain(request: Request, state: State) -> Response:
     f = p.Fields(await read_body(request, state.limits))
     f.string("model")
     text = _text_field(f, "text", state.limits.max_explain_chars)
@@ -342,18 +339,12 @@ async def explain(request: Request, state: State) -> Response:
     f.unknown()
     if text is None:
         raise Problem(400, "text is required", "text")
-    try:
-        ids = served.tokenizer.encode(text, "skip" if skip else "error", what="text")
-    except UsageError as e:
-        raise Problem(400, str(e), "text") from None
-    if len(ids) < 2:
-        raise Problem(400, "text needs at least two (known) characters to explain", "text")
 
     def run() -> dict[str, Any]:
-        ex = ex_lib.explain(served.module(), served.tokenizer, ids, top_k or 5, gates=gates)
-        return ex_lib.document(ex, gates)
+        explained = served.model.explain(text, top_k=top_k or 5, gates=gates, skip_unknown=skip, source=param("text"))
+        return explained.to_dict(gates)
 
-    doc = await anyio.to_thread.run_sync(run, limiter=state.heavy)
+    doc = await _heavy(state, run, "text")
     return JSONResponse(p.json_safe({"model": served.name, **doc}))
 
 

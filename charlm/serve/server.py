@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from charlm import api
 from charlm.errors import CheckpointError, UsageError
 from charlm.inference.engine import Engine, Served, load_served
 from charlm.inference.sample import INT8_MIN_BATCH
@@ -48,12 +49,11 @@ class Options:
 
 
 def load(checkpoint: Path | None, device: str = "auto") -> tuple[Served, Path]:
-    """The model to serve (the best checkpoint of what was named, as `charlm sample` picks it) and its run folder."""
-    from charlm import checkpoint as ckpt_io
-
-    ck = ckpt_io.resolve(checkpoint, "best")
-    run = ck.path.parent if ck.path.name.startswith("step-") else ck.path
-    return load_served(ck, device, run.name), run
+    """The model to serve (`charlm.load`: the best checkpoint of what was named, as `charlm sample` picks it)
+    and its run folder."""
+    model = api.load(checkpoint, device=device)
+    path = model.path
+    return load_served(model), path.parent if path.name.startswith("step-") else path
 
 
 class Watcher:
@@ -85,7 +85,7 @@ class Watcher:
         if best is None or current is not None and best.path == current.path or best.path in self.failed:
             return False
         try:
-            served = load_served(best, self.device, self.run.name)
+            served = load_served(api.load(best.path, device=self.device), self.run.name)
             _warm(served, self.engine_limits)
         except (CheckpointError, OSError) as e:
             self.failed.add(best.path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import charlm
 from charlm import checkpoint as ckpt_io
 from charlm.inference import engine as E
 from charlm.inference import sample as sampling
@@ -33,7 +34,7 @@ class Got:
 
 @pytest.fixture
 def engine(tiny_run: Path):
-    eng = E.Engine(E.load_served(ckpt_io.resolve(tiny_run)), max_rows=256, max_queue=256).start()
+    eng = E.Engine(E.load_served(charlm.load(tiny_run)), max_rows=256, max_queue=256).start()
     yield eng
     eng.close()
 
@@ -80,7 +81,7 @@ def test_logprobs_are_the_models_own(engine, tiny_model) -> None:
 
 
 def test_cancel_frees_the_rows_and_a_full_queue_is_refused(tiny_run: Path) -> None:
-    eng = E.Engine(E.load_served(ckpt_io.resolve(tiny_run)), max_rows=2, max_queue=1).start()
+    eng = E.Engine(E.load_served(charlm.load(tiny_run)), max_rows=2, max_queue=1).start()
     try:
         t1, g1 = submit(eng, E.Job("", 10**7, 2))
         while eng.stats.rows < 2:  # admitted
@@ -108,7 +109,7 @@ def test_swap_serves_new_requests_and_lets_running_ones_finish(engine, tiny_run:
     old = engine.served
     model, tok, dev = sampling.load(ckpt_io.resolve(tiny_run), "cpu", 1)
     _, running = submit(engine, E.Job("the", 20000, 1, 1.0, seed=3))
-    new = E.load_served(ckpt_io.resolve(tiny_run))
+    new = E.load_served(charlm.load(tiny_run))
     engine.swap(new)
     t, _ = submit(engine, E.Job("the", 5))
     assert t.served is new and engine.served is new and old is not new
@@ -130,7 +131,7 @@ def test_other_cells_step_through_torch_and_seeds_still_match(cell: str, save_mo
     tok = CharTokenizer("abcdefgh \n")
     run = save_model(tmp_path / cell, CharLM(ModelConfig(tok.vocab_size, embed=8, hidden=16, layers=2, cell=cell)), tok)
     ck = ckpt_io.resolve(run)
-    eng = E.Engine(E.load_served(ck, "cpu")).start()
+    eng = E.Engine(E.load_served(charlm.load(ck.path, device="cpu"))).start()
     try:
         assert isinstance(eng.served.backend, E.TorchModel)
         others = [submit(eng, E.Job("abc", 300, 2))[1] for _ in range(3)]
