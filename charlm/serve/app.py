@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,6 +45,7 @@ class State:
     ready: bool = True
     # scoring and explaining run torch on worker threads, this many at once
     heavy: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
+    post: _Post | None = None  # carries the engine's deliveries to the event loop (made in the loop)
 
     @property
     def served(self) -> Served:
@@ -171,15 +173,42 @@ async def playground(request: Request, state: State) -> Response:
     return HTMLResponse(page.replace("/*CHARLM_SETTINGS*/{}", json.dumps(settings).replace("</", "<\\/")))
 
 
+class _Post:
+    """Carries what the engine hands requests from its thread to the event loop: what a round hands over wakes
+    the loop once, not once per request (each wake-up is a write to the loop's pipe and a pass of the loop)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self._lock = loop, threading.Lock()
+        self._bag: list[tuple[asyncio.Queue[tuple[list[Piece], bool]], tuple[list[Piece], bool]]] = []
+        self._called = False  # whether the loop has been asked to hand out the bag
+
+    def send(self, queue: asyncio.Queue[tuple[list[Piece], bool]], item: tuple[list[Piece], bool]) -> None:
+        with self._lock:
+            self._bag.append((queue, item))
+            if self._called:
+                return
+            self._called = True
+        self.loop.call_soon_threadsafe(self._hand_out)
+
+    def _hand_out(self) -> None:
+        with self._lock:
+            bag, self._bag, self._called = self._bag, [], False
+        for queue, item in bag:
+            queue.put_nowait(item)
+
+
 class _Inbox:
     """What the engine hands a request, carried from the engine's thread to the request's event loop."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
+    def __init__(self, state: State) -> None:
+        loop = asyncio.get_running_loop()
+        if state.post is None or state.post.loop is not loop:
+            state.post = _Post(loop)
+        self.post = state.post
         self.queue: asyncio.Queue[tuple[list[Piece], bool]] = asyncio.Queue()
 
     def deliver(self, pieces: list[Piece], done: bool) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (pieces, done))
+        self.post.send(self.queue, (pieces, done))
 
 
 def _submit(state: State, req: p.CompletionRequest, inbox: _Inbox) -> Ticket:
@@ -193,7 +222,7 @@ def _submit(state: State, req: p.CompletionRequest, inbox: _Inbox) -> Ticket:
 
 async def completions(request: Request, state: State) -> Response:
     req = p.completion_request(await read_body(request, state.limits), state.limits, state.served.tokenizer.vocab_size)
-    inbox = _Inbox()
+    inbox = _Inbox(state)
     ticket = _submit(state, req, inbox)
     cid, created, name = p.new_id(), p.now(), ticket.served.name
     if req.stream:
