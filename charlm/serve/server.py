@@ -20,8 +20,7 @@ from typing import Any
 
 from charlm import api
 from charlm.errors import CheckpointError, UsageError
-from charlm.inference.engine import Engine, Served, load_served
-from charlm.inference.sample import INT8_MIN_BATCH
+from charlm.inference.engine import SHARED_INT8_MIN, Engine, Served, load_served
 from charlm.serve.protocol import Limits
 
 WATCH_EVERY_S = 1.0
@@ -106,7 +105,7 @@ class Watcher:
 def _warm(served: Served, limits: Limits) -> None:
     """Load what the largest batch will need before the first request, not in the middle of serving."""
     warm = getattr(served.backend, "warm", None)
-    if warm is not None and limits.max_streams >= INT8_MIN_BATCH:
+    if warm is not None and limits.max_streams >= SHARED_INT8_MIN:
         warm()
 
 
