@@ -13,7 +13,7 @@ import typer
 from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
-from charlm.ui.console import err_console, warn
+from charlm.ui.console import say, warn
 
 TextArgs = Annotated[
     Optional[list[str]],
@@ -104,7 +104,7 @@ def explain(
 
         html_report.write(html_out, html_report.render(ex, f"charlm explain: {len(ids)} characters", chosen))
         if not quiet:
-            err_console.print(f"wrote {html_out}", soft_wrap=True)
+            say(f"wrote {html_out}")
     if json_out:
         rows = ex_lib.saturation_summary(ex.layers) if gates else None
         doc = {"cell": ex.cell, "chars": ex.scored, "bits_per_char": ex.bits_per_char, "total_bits": ex.total_bits}

@@ -13,7 +13,7 @@ import typer
 
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import UsageError
-from charlm.ui.console import err_console
+from charlm.ui.console import say
 
 if TYPE_CHECKING:  # torch is imported only by the commands that need it, to keep `charlm --help` quick
     import torch
@@ -95,7 +95,7 @@ def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
 
     ck = ckpt_io.resolve(checkpoint, "best")
     if checkpoint is None and not quiet:
-        err_console.print(f"using {ck.path}", soft_wrap=True)
+        say(f"using {ck.path}")
     return ck
 
 
