@@ -36,3 +36,7 @@ class CheckpointNotFoundError(UsageError, CheckpointError):
 
 class RunLockedError(CharlmError):
     """Another charlm process is training into the same run folder."""
+
+
+class OutputError(CharlmError):
+    """Standard output cannot be written: it is closed, or the disk or device behind it is full or failing."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load
+from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load, text_option
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
 from charlm.ui.console import say, warn
@@ -23,7 +23,7 @@ TextArgs = Annotated[
         show_default=False,
     ),
 ]
-LiteralText = Annotated[Optional[str], typer.Option("--text", help="Use this string as the text instead of a file.")]
+LiteralText = Annotated[Optional[str], text_option("--text", help="Use this string as the text instead of a file.")]
 MaxChars = Annotated[int, typer.Option(help="Read at most this many characters of the text (the rest is ignored).")]
 
 
@@ -125,7 +125,7 @@ def units(
     paths: TextArgs = None,
     literal: LiteralText = None,
     regex: Annotated[
-        Optional[str], typer.Option(help="Also rank units by a feature: inside a match of this regex.")
+        Optional[str], text_option(help="Also rank units by a feature: inside a match of this regex.")
     ] = None,
     top: Annotated[int, typer.Option(help="Units to list per feature.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print the ranking as JSON.")] = False,

@@ -73,6 +73,25 @@ Corpus = Annotated[
 JsonSummary = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")]
 
 
+def utf8_text(value: Optional[str]) -> Optional[str]:
+    """A text argument (a prime, a stop string, --text, a regex) as the UTF-8 the user typed, whatever the locale.
+
+    Under a locale Python does not read as UTF-8 (LC_ALL=C, PYTHONUTF8=0) the arguments' bytes arrive as
+    surrogate escapes; file names keep them (that is how the file system takes them back), text is decoded.
+    """
+    if value is None or not any("\udc80" <= c <= "\udcff" for c in value):
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise typer.BadParameter("is not UTF-8 text") from None
+
+
+def text_option(*names: str, help: str, **kwargs: Any) -> Any:
+    """An option whose value is text (read as UTF-8 whatever the locale: see utf8_text)."""
+    return typer.Option(*names, help=help, callback=utf8_text, **kwargs)
+
+
 def given(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings the user gave (the library tells given from default)."""
     return {k: v for k, v in settings.items() if v is not None}

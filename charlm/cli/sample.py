@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from charlm.cli.options import Ckpt, Device, Quiet, SkipUnknown, resolve
+from charlm.cli.options import Ckpt, Device, Quiet, SkipUnknown, resolve, text_option
 from charlm.cli.output import interactive as prompt_loop
-from charlm.cli.output import write_samples, write_stream
+from charlm.cli.output import read_stdin, write_samples, write_stream
 from charlm.errors import UsageError
 from charlm.ui.console import err_console
 
@@ -24,10 +24,10 @@ def sample(
     top_k: Annotated[Optional[int], typer.Option(help="Sample among the k most likely characters only.")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Sample among the likeliest characters covering p.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
-    prime: Annotated[str, typer.Option(help="Text the model reads first and continues; - reads stdin.")] = "",
+    prime: Annotated[str, text_option(help="Text the model reads first and continues; - reads stdin.")] = "",
     num_samples: Annotated[int, typer.Option(help="Samples to generate, side by side.")] = 1,
-    separator: Annotated[str, typer.Option(help=SEPARATOR_HELP, show_default=False)] = "\n\n",
-    stop: Annotated[Optional[str], typer.Option(help="End each sample before the first occurrence of this.")] = None,
+    separator: Annotated[str, text_option(help=SEPARATOR_HELP, show_default=False)] = "\n\n",
+    stop: Annotated[Optional[str], text_option(help="End each sample before the first occurrence of this.")] = None,
     jsonl: Annotated[bool, typer.Option("--jsonl", help='One JSON object per sample: {"sample": i, "text": ...}.')] = (
         False
     ),
@@ -47,7 +47,7 @@ def sample(
     if interactive and prime == "-":
         raise UsageError("--interactive reads primes from stdin; it cannot also take --prime -")
     if prime == "-":
-        prime = sys.stdin.read()
+        prime = read_stdin()
     opts = sampling.SampleOptions(
         length, temperature, top_k, top_p, seed, prime, stop or None, "skip" if skip_unknown else "error"
     )

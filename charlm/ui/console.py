@@ -12,6 +12,7 @@ as `\\x1b`, by `escape_controls`, the one function that does so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -38,7 +39,14 @@ def _escape(m: re.Match[str]) -> str:
 
 
 def escape_controls(text: str, keep: str = "\n\t") -> str:
-    """`text` with every control character but those in `keep` written out as an escape (ESC as `\\x1b`)."""
+    """`text` with every control character but those in `keep` written out as an escape (ESC as `\\x1b`).
+
+    A file name whose bytes arrived as surrogate escapes (a locale Python does not read as UTF-8) is shown as
+    the UTF-8 it is, where it is.
+    """
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        with contextlib.suppress(UnicodeError):  # other surrogates too: leave them to be escaped below
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     pattern = _PATTERNS.get(keep)
     if pattern is None:
         allowed = "".join(re.escape(c) for c in keep)
