@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CELLS = ("gru", "lstm", "rnn")  # the recurrent cells a model can be built from (see charlm/model.py)
+SEED_MAX = 2**32 - 1  # seeds are 0..SEED_MAX: every generator takes them, with room for per-rank offsets
 
 
 class _Saved:
@@ -80,6 +81,8 @@ class TrainConfig(_Saved):
                 out.append(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
         if self.keep < 1:
             out.append(f"--keep must be at least 1 (got {self.keep})")
+        if not 0 <= self.seed <= SEED_MAX:
+            out.append(f"--seed must be in 0..{SEED_MAX} (got {self.seed})")
         if self.patience < 0:
             out.append(f"--patience must be 0 (off) or more (got {self.patience})")
         if not (math.isfinite(self.lr) and self.lr > 0):

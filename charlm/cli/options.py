@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from charlm.config import ModelConfig, TrainConfig
+from charlm.config import SEED_MAX, ModelConfig, TrainConfig
 from charlm.errors import UsageError
 from charlm.ui.console import say
 
@@ -38,9 +38,10 @@ Jsonl = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per 
 ReplaceBadBytes = Annotated[bool, typer.Option(help="Read bytes that are not UTF-8 as U+FFFD.")]
 
 
-def setting(help: str, default: Any = None) -> Any:
+def setting(help: str, default: Any = None, **kwargs: Any) -> Any:
     """An option left None when not given (so the library can tell), its default shown in the help text."""
-    return typer.Option(help=help + (f" \\[default: {default}]" if default is not None else ""), show_default=False)
+    shown = help + (f" \\[default: {default}]" if default is not None else "")
+    return typer.Option(help=shown, show_default=False, **kwargs)
 
 
 _M, _T = ModelConfig(vocab_size=1), TrainConfig()  # the defaults shown in --help
@@ -61,7 +62,8 @@ ValFraction = Annotated[
     Optional[float], setting("Last fraction of the text held out for validation.", _T.val_fraction)
 ]
 EvalEvery = Annotated[Optional[int], setting("Steps between validations (each saves a checkpoint).", AUTO)]
-Seed = Annotated[Optional[int], setting("Random seed.", _T.seed)]
+SEED_RANGE = {"min": 0, "max": SEED_MAX}  # refused as the options are read, in one line
+Seed = Annotated[Optional[int], setting("Random seed.", _T.seed, **SEED_RANGE)]
 TrainDevice = Annotated[Optional[str], setting("auto, cpu, cuda or mps.", _T.device)]
 Precision = Annotated[
     Optional[str],

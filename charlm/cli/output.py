@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from charlm.errors import OutputError, UsageError
@@ -36,13 +36,25 @@ def write_stream(pieces: Iterable[str], out: TextIO | None = None, every: float 
     out.flush()
 
 
-def write_samples(texts: list[str], separator: str, jsonl: bool) -> None:
-    """Several samples: `separator` between them and a newline after the last, or one JSON record each."""
-    for i, text in enumerate(texts):
-        if jsonl:
-            print_json({"sample": i, "text": text}, flush=True)
-        else:
-            sys.stdout.write(text + (separator if i < len(texts) - 1 else "\n"))
+def write_samples(pieces: Iterable[tuple[int, str]], separator: str, jsonl: bool) -> None:
+    """Several samples, as (sample number, piece) in order, written as they come: `separator` between them
+    and a newline after the last, or one JSON record each, `{"sample": i, "text": ...}` (its text streamed
+    too, so a sample of any length never has to be held)."""
+    current: int | None = None
+
+    def text() -> Iterator[str]:
+        nonlocal current
+        for i, piece in pieces:
+            if i != current:
+                if current is not None:
+                    yield '"}\n' if jsonl else separator
+                yield f'{{"sample": {i}, "text": "' if jsonl else ""
+                current = i
+            yield json.dumps(piece, ensure_ascii=False)[1:-1] if jsonl else piece
+        if current is not None:
+            yield '"}\n' if jsonl else "\n"
+
+    write_stream(text())
 
 
 def _clean(value: Any) -> Any:

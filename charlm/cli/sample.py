@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charlm.cli.options import Ckpt, Device, Quiet, SkipUnknown, resolve, text_option
+from charlm.cli.options import SEED_RANGE, Ckpt, Device, Quiet, SkipUnknown, resolve, text_option
 from charlm.cli.output import interactive as prompt_loop
 from charlm.cli.output import read_stdin, write_samples, write_stream
 from charlm.errors import UsageError
@@ -23,7 +23,7 @@ def sample(
     temperature: Annotated[float, typer.Option(help="Randomness: 0 is greedy, 1 the model's own odds.")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample among the k most likely characters only.")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Sample among the likeliest characters covering p.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same text.", **SEED_RANGE)] = None,
     prime: Annotated[str, text_option(help="Text the model reads first and continues; - reads stdin.")] = "",
     num_samples: Annotated[int, typer.Option(help="Samples to generate, side by side.")] = 1,
     separator: Annotated[str, text_option(help=SEPARATOR_HELP, show_default=False)] = "\n\n",
@@ -59,4 +59,4 @@ def sample(
     elif num_samples == 1 and not jsonl:
         write_stream(sampling.stream(model, tok, opts, dev))
     else:
-        write_samples(sampling.sample_many(model, tok, opts, num_samples, dev), separator, jsonl)
+        write_samples(sampling.sample_pieces(model, tok, opts, num_samples, dev), separator, jsonl)
