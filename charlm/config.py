@@ -88,7 +88,7 @@ class TrainConfig(_Saved):
         if not (math.isfinite(self.lr) and self.lr > 0):
             out.append(f"--lr must be a positive number (got {self.lr})")
         if self.max_time is not None and not self.max_time > 0:
-            out.append(f"--max-time must be positive (got {self.max_time})")
+            out.append(f"--max-time must be more than 0 (got {self.max_time})")
         if not 0.0 <= self.val_fraction < 1.0:
             out.append(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
@@ -112,7 +112,7 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in '90s', '10m', '2h', '1h30m' or a bare number of seconds. Raises ValueError."""
+    """Seconds in '90s', '10m', '2h', '1h30m' or a bare number of seconds, more than 0. Raises ValueError."""
     s = text.strip().lower().replace(" ", "")
     pos, total, parts = 0, 0.0, 0
     while pos < len(s):
@@ -121,8 +121,10 @@ def parse_duration(text: str) -> float:
             break
         total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         pos, parts = m.end(), parts + 1
-    if not s or pos != len(s) or total <= 0:
+    if not s or pos != len(s):
         raise ValueError(f"cannot read {text!r} as a duration (use e.g. 90s, 10m, 2h or 1h30m)")
+    if not total > 0:
+        raise ValueError(f"must be more than 0 (got {text!r})")
     return total
 
 
