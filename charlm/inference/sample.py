@@ -90,7 +90,7 @@ def group_size(cfg: ModelConfig, length: int, n: int) -> int:
     return max(1, min(n, work, held))
 
 
-def memory_needed(cfg: ModelConfig, length: int, n: int, prime_chars: int) -> int:
+def memory_needed(cfg: ModelConfig, length: int, n: int, prime_chars: int = 1) -> int:
     """Bytes a request needs beyond the process itself: the weights (and the step's copies of them), one
     group's working memory and held samples, the prime's ids and the block of it read at a time."""
     k = {"lstm": 4, "rnn": 1}.get(getattr(cfg, "cell", "gru"), 3)
