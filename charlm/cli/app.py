@@ -8,7 +8,6 @@ to stderr. Exit status: 0 success, 1 runtime failure, 2 usage error, 130/143 int
 from __future__ import annotations
 
 import functools
-import inspect
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -16,9 +15,10 @@ from typing import Annotated, Any
 import typer
 
 from charlm import __version__
-from charlm.cli import compare, evaluate, explain, info, sample, train
+from charlm.cli import compare, evaluate, explain, info, sample, serve, train
+from charlm.cli.options import flag
 from charlm.cli.output import guard_stdio, silence_stdout
-from charlm.errors import CharlmError, OutputError, UsageError
+from charlm.errors import CharlmError, OutputError
 from charlm.ui.console import error
 
 EXIT_CODES = (
@@ -35,6 +35,7 @@ COMMANDS = (
     explain.explain,
     explain.units,
     compare.compare,
+    serve.serve,
 )
 
 app = typer.Typer(
@@ -49,34 +50,16 @@ app = typer.Typer(
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
-# The library names a bad value by its parameter ("top_k must be at least 1"); a person typed it as a flag.
-ALIASES = {"n": "num_samples"}
-
-
-@functools.cache
-def _parameters() -> frozenset[str]:
-    return frozenset(name for fn in COMMANDS for name in inspect.signature(fn).parameters)
-
-
-def as_flags(problem: str) -> str:
-    """A problem the library names by its parameter, named by its command-line flag instead."""
-    name, sep, rest = problem.partition(" ")
-    name = ALIASES.get(name, name)
-    if sep and name.isidentifier() and name in _parameters():
-        return f"--{name.replace('_', '-')} {rest}"
-    return problem
-
-
 def fail(e: CharlmError) -> int:
     """Say what went wrong in one line on stderr; the exit status."""
     if isinstance(e, OutputError):
         silence_stdout()  # what is left in stdout's buffer cannot be written either, at exit or ever
-    error("; ".join(as_flags(p) for p in e.problems) if isinstance(e, UsageError) else str(e))
+    error(e.render(flag))
     return e.exit_code
 
 
 def handled(fn: Callable[..., None]) -> Callable[..., None]:
-    """Turn a CharlmError into its one-line message on stderr and its exit status."""
+    """Turn a CharlmError into its one-line message on stderr (settings named by their flags) and its exit status."""
 
     @functools.wraps(fn)  # Typer reads the options from the wrapped function's signature
     def wrapper(*args: Any, **kwargs: Any) -> None:

@@ -15,12 +15,8 @@ from charlm.config import SEED_MAX, ModelConfig, TrainConfig
 from charlm.errors import UsageError
 from charlm.ui.console import say
 
-if TYPE_CHECKING:  # torch is imported only by the commands that need it, to keep `charlm --help` quick
-    import torch
-
-    from charlm.checkpoint import Checkpoint
-    from charlm.model import CharGRU
-    from charlm.tokenizer import CharTokenizer
+if TYPE_CHECKING:  # the library is imported only by the commands that need it, to keep `charlm --help` quick
+    from charlm.api import Model
 
 Ckpt = Annotated[
     Optional[Path],
@@ -55,7 +51,25 @@ Embed = Annotated[Optional[int], setting("Character embedding size.", _M.embed)]
 Dropout = Annotated[Optional[float], setting("Dropout between layers and before the head.", AUTO)]
 SeqLen = Annotated[Optional[int], setting("Characters per stream per step (BPTT length).", _T.seq_len)]
 BatchSize = Annotated[Optional[int], setting("Parallel streams per step.", AUTO)]
-Lr = Annotated[Optional[float], setting("Peak learning rate (AdamW; warmup, then cosine decay).", AUTO)]
+Lr = Annotated[Optional[float], setting("Peak learning rate (AdamW; warmup, then --lr-schedule's decay).", AUTO)]
+LrSchedule = Annotated[
+    Optional[str],
+    setting(
+        "Learning-rate decay after warmup: cosine, linear, or wsd (flat, then linear over --decay-fraction).",
+        _T.lr_schedule,
+    ),
+]
+MinLrRatio = Annotated[
+    Optional[float], setting("Where the decay ends, as a share of the peak learning rate (0: zero).", _T.min_lr_ratio)
+]
+DecayFraction = Annotated[
+    Optional[float], setting("wsd: the last share of the budget in which the learning rate decays.", _T.decay_fraction)
+]
+WeightDecay = Annotated[Optional[float], setting("AdamW's weight decay.", _T.weight_decay)]
+Ema = Annotated[
+    Optional[float],
+    setting("Validate and save an average of the weights with this decay, e.g. 0.999 (0: off).", _T.ema),
+]
 MaxSteps = Annotated[Optional[int], setting("Stop after this many steps.")]
 MaxTime = Annotated[Optional[str], setting("Stop after this long, e.g. 90s, 10m, 2h. With neither limit: 5m.")]
 ValFraction = Annotated[
@@ -73,6 +87,8 @@ Corpus = Annotated[
     Optional[list[str]], typer.Argument(help="UTF-8 text file(s) to learn from, or - for stdin.", show_default=False)
 ]
 JsonSummary = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")]
+# The library's parameters whose flag is not their name with dashes (see `flag`).
+FLAG_NAMES = {"n": "--num-samples", "corpus": "CORPUS", "path": "CHECKPOINT"}
 
 
 def utf8_text(value: Optional[str]) -> Optional[str]:
@@ -110,22 +126,19 @@ def checkpoint_and_text(paths: list[str], texts: int, usage: str) -> tuple[Optio
     return (Path(paths[0]) if given else None), paths[given:]
 
 
-def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
-    """The best checkpoint of what was named; when nothing was, stderr says which run was picked."""
-    from charlm import checkpoint as ckpt_io
+def flag(name: str) -> str:
+    """The command line's name for the library's parameter `name` (messages from the library name parameters):
+    the one place the two are mapped. It is the parameter's name with dashes (--max-time for max_time), but
+    for those in FLAG_NAMES."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
-    ck = ckpt_io.resolve(checkpoint, "best")
+
+def load_model(checkpoint: Optional[Path], device: str, quiet: bool) -> Model:
+    """The model of the checkpoint named (a run's best), on `device`; when nothing was named, stderr says which
+    run was picked."""
+    from charlm import api
+
+    model = api.load(checkpoint, device=device)
     if checkpoint is None and not quiet:
-        say(f"using {ck.path}")
-    return ck
-
-
-def load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[CharGRU, CharTokenizer, torch.device]:
-    """The model and tokenizer of the checkpoint `resolve` picks, on the device asked for."""
-    from charlm import checkpoint as ckpt_io
-    from charlm.device import pick_device
-
-    ck = resolve(checkpoint, quiet)
-    dev = pick_device(device)
-    model, tok = ckpt_io.load_model(ck, dev)
-    return model, tok, dev
+        say(f"using {model.path}")
+    return model

@@ -11,15 +11,19 @@ from charlm.cli.options import (
     BatchSize,
     Cell,
     Corpus,
+    DecayFraction,
     Dropout,
+    Ema,
     Embed,
     EvalEvery,
     Hidden,
     JsonSummary,
     Layers,
     Lr,
+    LrSchedule,
     MaxSteps,
     MaxTime,
+    MinLrRatio,
     Precision,
     Quiet,
     ReplaceBadBytes,
@@ -27,6 +31,8 @@ from charlm.cli.options import (
     SeqLen,
     TrainDevice,
     ValFraction,
+    WeightDecay,
+    flag,
     given,
     setting,
 )
@@ -47,6 +53,11 @@ def train(
     seq_len: SeqLen = None,
     batch_size: BatchSize = None,
     lr: Lr = None,
+    lr_schedule: LrSchedule = None,
+    min_lr_ratio: MinLrRatio = None,
+    decay_fraction: DecayFraction = None,
+    weight_decay: WeightDecay = None,
+    ema: Ema = None,
     max_steps: MaxSteps = None,
     max_time: MaxTime = None,
     val_fraction: ValFraction = None,
@@ -82,6 +93,8 @@ def train(
     Under torchrun (torchrun --nproc_per_node=N -m charlm train ...) the N processes train one model together.
     """
     from charlm import training
+    from charlm.api import train_request
+    from charlm.errors import TrainingInterrupted
     from charlm.ui.progress import TrainDisplay, train_done
 
     # Each setting under its ModelConfig/TrainConfig field name, never picked out of locals(): a renamed option
@@ -89,14 +102,20 @@ def train(
     settings = {
         "cell": cell, "hidden": hidden, "layers": layers, "embed": embed, "dropout": dropout,
         "seq_len": seq_len, "batch_size": batch_size, "lr": lr, "max_steps": max_steps, "max_time": max_time,
+        "lr_schedule": lr_schedule, "min_lr_ratio": min_lr_ratio, "decay_fraction": decay_fraction,
+        "weight_decay": weight_decay, "ema": ema,
         "val_fraction": val_fraction, "eval_every": eval_every, "save_every": save_every, "keep": keep,
         "patience": patience,
         "seed": seed, "device": device, "precision": precision,
     }  # fmt: skip
     req = training.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given(settings))
     main_rank = training.RankInfo.from_env().is_main
-    with TrainDisplay(quiet=quiet or not main_rank) as display:
-        result = training.train(req, display, backend)
+    with TrainDisplay(quiet=quiet or not main_rank, names=flag) as display:
+        try:
+            run = train_request(req, display, progress=False, backend=backend, second_interrupt="exit", names=flag)
+            result = run.result
+        except TrainingInterrupted as e:  # stopped cleanly by Ctrl-C or SIGTERM: say where it is, exit 130/143
+            result = e.run.result
     if main_rank:
         train_done(result, quiet)
         if json_out:

@@ -8,6 +8,7 @@ as on the NumPy path.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from charlm.inference.sample import (
+from charlm.inference.draws import (
     CHUNK,
     INT8_MIN_BATCH,
     PRIME_BLOCK,
@@ -27,7 +28,7 @@ from charlm.inference.sample import (
     decode,
     sampling_filter,
 )
-from charlm.inference.threads import cpu_threads, intra_op_threads, run_shares, split
+from charlm.inference.threads import configured_threads, cpu_threads, intra_op_threads, run_shares, split
 
 SHARE_ROWS = 128  # samples per share when many run at once
 
@@ -101,6 +102,17 @@ class FusedGRUStep:
         self.gi = emb.new_empty(batch, 3 * H)
         self.rz, self.n = emb.new_empty(batch, 2 * H), emb.new_empty(batch, H)
 
+    def resized(self, hidden: torch.Tensor) -> FusedGRUStep:
+        """This step (its table and products) for another batch, starting from `hidden` (layers, B, H): what a
+        batch whose samples come and go needs. Only a step on int8 products takes any batch size."""
+        new = copy.copy(self)
+        new.h = [hidden[i].clone() for i in range(len(self.h))]
+        new.out = [lin(h) for lin, h in zip(self.linears, new.h, strict=True)]
+        batch = hidden.size(1)
+        new.gi, new.rz, new.n = self.gi.new_empty(batch, 3 * self.H), self.rz.new_empty(batch, 2 * self.H), None
+        new.n = self.n.new_empty(batch, self.H)
+        return new
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x (B,) ids -> logits (B, V) for the next character; the state advances by one character."""
         H, rz, n, top = self.H, self.rz, self.n, len(self.h) - 1
@@ -147,6 +159,15 @@ def prime_state(model: nn.Module, ids: np.ndarray, device: torch.device | str) -
     return state
 
 
+def primed_state(model: nn.Module, primed: Primed, device: torch.device | str) -> torch.Tensor:
+    """The prime's shared state on `device`: a GRU's from the NumPy step, any other cell's from torch."""
+    if primed.state is None and getattr(model.config, "cell", "gru") == "gru":
+        primed.numpy_state(primed.weights(model))
+    if primed.state is None:
+        primed.state = prime_state(model, primed.prime[:-1], device).cpu().numpy()
+    return torch.from_numpy(primed.state).to(device)
+
+
 class _Shares:
     """One step per share of the samples, with what each carries from one chunk to the next."""
 
@@ -158,7 +179,7 @@ class _Shares:
         sizes = [rows.stop - rows.start for rows in parts]
         self.threads = cpu_threads(device) if many else 1
         # the prime, all but its last character, read once for one sample; every sample starts from its state
-        state = primed.torch_state(model, device).expand(-1, batch, -1).contiguous()
+        state = primed_state(model, primed, device).expand(-1, batch, -1).contiguous()
         last = int(primed.prime[-1])
         if getattr(model.config, "cell", "gru") != "gru":
             self.steps: list[Any] = [ModelStep(model, state[:, rows]) for rows in parts]
@@ -206,6 +227,6 @@ def chunks(
         draws = noise(batch, model.config.vocab_size)
         g = None if draws is None else torch.from_numpy(draws).to(device)
         out = torch.empty(min(CHUNK, opts.length - a), batch, dtype=torch.long, device=device)
-        with intra_op_threads(1 if cpu else torch.get_num_threads()):
+        with intra_op_threads(1 if cpu else configured_threads()):
             run.fill(out, g, filt)
         yield out.cpu().numpy()

@@ -17,7 +17,7 @@ from charlm import checkpoint as ckpt_io
 from charlm.cli import app
 from charlm.config import ModelConfig, TrainConfig
 
-COMMANDS = ["train", "sample", "evaluate", "info", "plot", "explain", "units", "compare"]
+COMMANDS = ["train", "sample", "evaluate", "info", "plot", "explain", "units", "compare", "serve"]
 CLI_DIR = Path(charlm.cli.__file__).parent
 MODULES = sorted(p.stem for p in CLI_DIR.glob("*.py"))
 
@@ -81,6 +81,11 @@ SETTINGS = {
     "seq_len": ("16", 16),
     "batch_size": ("4", 4),
     "lr": ("0.02", 0.02),
+    "lr_schedule": ("wsd", "wsd"),
+    "min_lr_ratio": ("0", 0.0),
+    "decay_fraction": ("0.3", 0.3),
+    "weight_decay": ("0.05", 0.05),
+    "ema": ("0.99", 0.99),
     "max_steps": ("2", 2),
     "max_time": ("10m", 600.0),
     "val_fraction": ("0.25", 0.25),
