@@ -303,10 +303,12 @@ def _(work: Path, run: Path) -> str | None:
 
 @case("a-million-samples-of-one", False)
 def _(work: Path, run: Path) -> str | None:
-    r = charlm(["sample", str(run), "--num-samples", "1000000", "--length", "1"], work, timeout=1500)
+    r = charlm(["sample", str(run), "--num-samples", "1000000", "--length", "1", "--jsonl"], work, timeout=1500)
     if problem := worked(r):
         return problem
-    samples = r.out.decode().split("\n\n")
+    samples = [json.loads(line)["text"] for line in r.out.decode().splitlines()]
+    if any(len(t) != 1 for t in samples):
+        return "a sample that is not one character long"
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # GiB (ru_maxrss is in KiB)
     if len(samples) != 1_000_000:
         return f"{len(samples)} samples, not 1,000,000"

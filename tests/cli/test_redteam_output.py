@@ -21,7 +21,11 @@ import redteam_cli  # noqa: E402
 from charlm.cli import main  # noqa: E402
 from charlm.inference import evaluate  # noqa: E402
 
+# minutes each (scripts/redteam.py runs them), or covered in this process below
 SLOW = {"a-million-samples-of-one", "long-prime-shared-by-64", "per-line-on-a-2mb-line", "markup-out-folder-hint"}
+# stdout on /dev/full and closed: every command in the battery; here those that load torch only on /dev/full
+SLOW |= {f"stdout-{how}-{cmd}" for how in ("full", "closed") for cmd in ("info", "info-json", "evaluate-per-line")}
+SLOW |= {"stdout-closed-evaluate", "stdout-closed-explain", "stdout-closed-units"}
 CASES = [(name, fn) for name, _, fn in redteam_cli.CASES if name not in SLOW]
 
 
