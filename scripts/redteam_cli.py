@@ -135,8 +135,12 @@ def text_of(run: Path, n: int = 400) -> str:
     return "".join(chars[(i * 7) % len(chars)] for i in range(n))
 
 
-def _first_bytes(p: subprocess.Popen, n: int, within: float) -> bytes:
-    """The first `n` bytes the process writes on stdout, or what it wrote in `within` seconds; then it is ended."""
+def first_bytes(args: list[str], cwd: Path, n: int, within: float) -> bytes:
+    """The first `n` bytes `charlm ARGS` writes on stdout, or what it wrote in `within` seconds; then it is
+    ended (as `| head -c N` would end it)."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "charlm", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd, env=env()
+    )
     timer = threading.Timer(within, p.kill)
     timer.start()
     try:
@@ -290,14 +294,7 @@ def _(work: Path, run: Path) -> str | None:
 
 @case("many-samples-start-promptly", False)
 def _(work: Path, run: Path) -> str | None:
-    p = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "sample", str(run), "--num-samples", "1000000", "--length", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=work,
-        env=env(),
-    )
-    first = _first_bytes(p, 1000, 60)
+    first = first_bytes(["sample", str(run), "--num-samples", "1000000", "--length", "1"], work, 1000, 60)
     return None if len(first) == 1000 else f"printed {len(first)} bytes within a minute"
 
 
@@ -326,14 +323,7 @@ def _(work: Path, run: Path) -> str | None:
 @case("billion-characters-streamed", True)
 def _(work: Path, run: Path) -> str | None:
     t = time.monotonic()
-    p = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "sample", str(run), "--length", "1000000000", "--num-samples", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=work,
-        env=env(),
-    )
-    first = _first_bytes(p, 100, 30)
+    first = first_bytes(["sample", str(run), "--length", "1000000000", "--num-samples", "2"], work, 100, 30)
     took = time.monotonic() - t
     return None if len(first) == 100 and took < 30 else f"{len(first)} bytes in {took:.0f}s"
 

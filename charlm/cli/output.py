@@ -155,22 +155,21 @@ def guard_stdio() -> None:
     sys.stdout = GuardedStream(None if closed_out else sys.stdout)  # type: ignore[assignment]
 
 
-def read_stdin() -> str:
-    """All of standard input as UTF-8 text, or a one-line UsageError."""
-    data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+def _utf8(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UsageError(f"standard input is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
 
 
+def read_stdin() -> str:
+    """All of standard input as UTF-8 text, or a one-line UsageError."""
+    return _utf8(sys.stdin.buffer.read() if sys.stdin is not None else b"")
+
+
 def read_stdin_line() -> str:
     """The next line of standard input as UTF-8 text ("" at its end), or a one-line UsageError."""
-    line = sys.stdin.buffer.readline() if sys.stdin is not None else b""
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"standard input is not UTF-8 text (byte {line[e.start]:#04x} in a line)") from None
+    return _utf8(sys.stdin.buffer.readline() if sys.stdin is not None else b"")
 
 
 def train_summary(result: Any) -> dict[str, Any]:

@@ -17,8 +17,8 @@ torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import redteam_cli  # noqa: E402
+from test_bad_input import cli  # noqa: E402  (this folder is on sys.path: the tests are no package)
 
-from charlm.cli import main  # noqa: E402
 from charlm.inference import evaluate  # noqa: E402
 
 # minutes each (scripts/redteam.py runs them), or covered in this process below
@@ -35,14 +35,6 @@ def test_red_team_case(name: str, fn, tiny_run: Path, tmp_path: Path) -> None:
     work.mkdir()
     shutil.copytree(tiny_run, run, symlinks=True)
     assert fn(work, run) is None
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr("sys.argv", ["charlm", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 @pytest.mark.parametrize("out", ["exp[lr=0.01]", "a[/]b", "[bold]x:smile:"])
