@@ -36,3 +36,7 @@ class CheckpointNotFoundError(UsageError, CheckpointError):
 
 class RunLockedError(CharlmError):
     """Another charlm process is training into the same run folder."""
+
+
+class SeriesError(UsageError):
+    """A series to forecast cannot be used: unreadable, not numbers, too short, constant, or out of order."""

@@ -20,7 +20,7 @@ def info(
     """Describe a model: shape, size, vocabulary, training so far and the data it learned from."""
     from charlm.ui.info import describe, render
 
-    d = describe(resolve(checkpoint, quiet))
+    d = describe(resolve(checkpoint, quiet, any_kind=True))
     if json_out:
         print_json(d)
     else:

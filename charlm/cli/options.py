@@ -89,13 +89,17 @@ def checkpoint_and_text(paths: list[str], texts: int, usage: str) -> tuple[Optio
     return (Path(paths[0]) if given else None), paths[given:]
 
 
-def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
-    """The best checkpoint of what was named; when nothing was, stderr says which run was picked."""
+def resolve(checkpoint: Optional[Path], quiet: bool, any_kind: bool = False) -> Checkpoint:
+    """The best checkpoint of what was named; when nothing was, stderr says which run was picked. Unless
+    `any_kind`, it must be a language model's (not a forecaster's)."""
     from charlm import checkpoint as ckpt_io
+    from charlm.errors import CheckpointError
 
     ck = ckpt_io.resolve(checkpoint, "best")
     if checkpoint is None and not quiet:
         err_console.print(f"using {ck.path}", soft_wrap=True)
+    if ck.kind != "lm" and not any_kind:
+        raise CheckpointError(f"{ck.path}: a {ck.kind}, not a language model (use it with: charlm forecast --from)")
     return ck
 
 
