@@ -49,6 +49,7 @@ class ForecasterConfig(_Saved):
     likelihood: str = "student-t"
     log: bool = False  # the model works on log(values)
     scale: float = 1.0  # mean absolute change of the (logged) values it trained on
+    spread: float = 1.0  # the predicted spread's factor, fitted on the held-out steps after training
     quantiles: list[float] = field(default_factory=lambda: list(QUANTILE_LEVELS))
 
     @property
@@ -167,34 +168,39 @@ def nll(params: torch.Tensor, y: torch.Tensor, cfg: ForecasterConfig) -> torch.T
     """The loss per step: the negative log-likelihood of y, or (quantile) the mean pinball loss."""
     mu = params[..., 0]
     if cfg.likelihood == "gaussian":
-        sigma = _spread(params[..., 1])
+        sigma = _spread(params[..., 1]) * cfg.spread
         return torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2 + 0.5 * math.log(2 * math.pi)
     if cfg.likelihood == "student-t":
-        sigma, df = _spread(params[..., 1]), _spread(params[..., 2]) + MIN_DF
+        sigma, df = _spread(params[..., 1]) * cfg.spread, _spread(params[..., 2]) + MIN_DF
         return -torch.distributions.StudentT(df, mu, sigma).log_prob(y)
-    q = _quantiles(params)
+    q = _quantiles(params, cfg)
     levels = torch.tensor(cfg.quantiles, dtype=q.dtype)
     diff = y[..., None] - q
     return torch.maximum(levels * diff, (levels - 1) * diff).mean(-1)
 
 
-def _quantiles(params: torch.Tensor) -> torch.Tensor:
-    """The quantile head's values, put in increasing order (so they never cross)."""
-    return torch.sort(params, dim=-1).values
+def _quantiles(params: torch.Tensor, cfg: ForecasterConfig) -> torch.Tensor:
+    """The quantile head's values, put in increasing order (so they never cross), their distances from the
+    median times the spread factor."""
+    q = torch.sort(params, dim=-1).values
+    if cfg.spread == 1.0:
+        return q
+    median = q[..., cfg.quantiles.index(0.5) : cfg.quantiles.index(0.5) + 1]
+    return median + cfg.spread * (q - median)
 
 
 def sample(params: torch.Tensor, cfg: ForecasterConfig, generator: torch.Generator) -> torch.Tensor:
     """One draw of the next change per row of `params` (rows, parameters)."""
     mu = params[:, 0]
     if cfg.likelihood == "gaussian":
-        return mu + _spread(params[:, 1]) * torch.randn(mu.shape, generator=generator)
+        return mu + _spread(params[:, 1]) * cfg.spread * torch.randn(mu.shape, generator=generator)
     if cfg.likelihood == "student-t":
-        sigma, df = _spread(params[:, 1]), _spread(params[:, 2]) + MIN_DF
+        sigma, df = _spread(params[:, 1]) * cfg.spread, _spread(params[:, 2]) + MIN_DF
         # t = N / sqrt(chi2_df / df); chi2_df = 2 * Gamma(df / 2), drawn with the generator via its normal draws
         normal = torch.randn(mu.shape, generator=generator)
         chi2 = _chi2(df, generator)
         return mu + sigma * normal / torch.sqrt(chi2 / df)
-    q = _quantiles(params)
+    q = _quantiles(params, cfg)
     u = torch.rand(mu.shape, generator=generator)
     levels = torch.tensor(cfg.quantiles, dtype=q.dtype)
     u = u.clamp(levels[0], levels[-1])

@@ -202,6 +202,7 @@ class ForecastTrainer:
         self.stop_requested: str | None = None
         torch.manual_seed(opts.seed)
         self.gen = torch.Generator().manual_seed(opts.seed)
+        cfg.spread = 1.0  # training fits the spread itself; the factor is fitted afterwards (calibrate)
         self.model = GRUForecaster(cfg)
         z = transform(series.values, cfg)
         self.x, self.y = feature_matrix(z, cfg, series.calendar_phase())
@@ -228,15 +229,33 @@ class ForecastTrainer:
         idx = starts[:, None] + torch.arange(self.window)[None]
         return self.x[idx], self.y[idx]
 
-    def validate(self) -> float:
-        """The mean loss on the held-out steps, each predicted one step ahead after a window of warm-up."""
+    def _val_params(self, model: GRUForecaster) -> torch.Tensor:
+        """The predicted parameters of the held-out steps, each one step ahead after a window of warm-up."""
         lo = max(self.first, self.train_end - self.window)
-        self.model.eval()
+        was_training = model.training
+        model.eval()
         with torch.no_grad():
-            params, _ = self.model(self.x[None, lo:])
-        self.model.train()
-        loss = nll(params[0, self.train_end - lo :], self.y[self.train_end :], self.cfg)
-        return float(loss.mean())
+            params, _ = model(self.x[None, lo:])
+        model.train(was_training)
+        return params[0, self.train_end - lo :]
+
+    def validate(self) -> float:
+        """The mean loss on the held-out steps."""
+        return float(nll(self._val_params(self.model), self.y[self.train_end :], self.cfg).mean())
+
+    def calibrate(self) -> float:
+        """The spread factor (0.7 to 3) that gives the best weights the lowest loss on the held-out steps: a
+        small series' model is surer of itself on the steps it learned from than on new ones."""
+        best = GRUForecaster(self.cfg)
+        best.load_state_dict(self.best_weights or self.model.state_dict())
+        params, y = self._val_params(best), self.y[self.train_end :]
+        factors = np.exp(np.linspace(np.log(0.7), np.log(3.0), 41))
+        losses = []
+        for c in factors:
+            self.cfg.spread = float(c)
+            losses.append(float(nll(params, y, self.cfg).mean()))
+        self.cfg.spread = 1.0
+        return float(factors[int(np.argmin(losses))])
 
     def train_step(self) -> float:
         x, y = self.batch()
@@ -249,11 +268,11 @@ class ForecastTrainer:
         self.step += 1
         return float(loss.detach())
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self, spread: float = 1.0) -> dict[str, Any]:
         return {
             "kind": KIND,
             "step": self.step,
-            "model": self.cfg.to_dict(),
+            "model": {**self.cfg.to_dict(), "spread": spread},
             "train": {**{k: getattr(self.opts, k) for k in ("likelihood", "lr", "max_time", "max_steps", "seed")},
                       "horizon": self.horizon, "window": self.window, "batch": BATCH, "val_steps": self.val_n},
             "series": self.series.to_dict(),
@@ -263,7 +282,7 @@ class ForecastTrainer:
             "optimizer": {"param_groups": self.opt.state_dict()["param_groups"]},
         }  # fmt: skip
 
-    def save(self) -> Path:
+    def save(self, spread: float = 1.0) -> Path:
         from charlm.training.distributed import RankInfo
         from charlm.training.state import state_tensors
 
@@ -271,7 +290,7 @@ class ForecastTrainer:
         state["rng.batches"] = self.gen.get_state()
         state.update({f"current.{k}": v for k, v in self.model.state_dict().items()})
         try:
-            path = ckpt_io.save(self.run, self.meta(), self.best_weights or self.model.state_dict(), state)
+            path = ckpt_io.save(self.run, self.meta(spread), self.best_weights or self.model.state_dict(), state)
         except CheckpointError as e:
             raise CheckpointError(f"{e}; continue later with: charlm forecast --resume --out {self.run}") from None
         ckpt_io.prune(self.run, keep=1)
@@ -327,7 +346,7 @@ class ForecastTrainer:
         with ckpt_io.RunLock(self.run), stop_on_signals(self), intra_op_threads(1):  # type: ignore[arg-type]
             already = self.done_reason()
             if already is not None and self.step > 0:
-                return self._result("already_done", self.save())
+                return self._result("already_done", self.save(self.calibrate()))
             self.emit("start", {"params": count_params(self.model), "step": self.step, "steps": len(self.y)})
             if self.step == 0:
                 self._evaluate()  # the autoregression alone: the GRU must beat it to be kept
@@ -344,7 +363,9 @@ class ForecastTrainer:
                 if time.monotonic() - last_save >= SAVE_EVERY:
                     self.save()
                     last_save = time.monotonic()
-            path = self.save()
+            spread = self.calibrate()
+            self.emit("note", {"message": f"spread factor {spread:.3g}, fitted on the last {self.val_n} values"})
+            path = self.save(spread)
         return self._result(reason, path)
 
     def progress(self) -> float:
@@ -354,6 +375,7 @@ class ForecastTrainer:
         return min(1.0, max(parts + [self.evals_since_best / PATIENCE]))
 
     def _result(self, reason: str, path: Path) -> FitResult:
+        self.cfg.spread = float(ckpt_io.read_meta(path)["model"]["spread"])
         if self.best_weights:
             self.model.load_state_dict(self.best_weights)
         self.model.eval()
