@@ -45,6 +45,7 @@ PATIENCE = 30  # validations without a new best before training stops
 SAVE_EVERY = 3.0  # seconds between checkpoints while training (and one at the end)
 BATCH = 32  # windows per step
 MAX_WINDOW = 96
+PRIOR_STEPS = 48  # the spread factor is shrunk towards 1 as if this many held-out steps had said 1
 
 
 @dataclass
@@ -207,7 +208,7 @@ class ForecastTrainer:
         z = transform(series.values, cfg)
         self.x, self.y = feature_matrix(z, cfg, series.calendar_phase())
         n, first = len(series), cfg.prefix
-        self.val_n = min(horizon, max(1, (n - first) // 4))
+        self.val_n = max(1, min(horizon, (n - first) // 4))
         self.train_end = n - self.val_n  # targets [first, train_end) train; [train_end, n) validate
         self.window = min(MAX_WINDOW, max(2 * cfg.season, 32), self.train_end - first)
         self.first = first
@@ -244,8 +245,9 @@ class ForecastTrainer:
         return float(nll(self._val_params(self.model), self.y[self.train_end :], self.cfg).mean())
 
     def calibrate(self) -> float:
-        """The spread factor (0.7 to 3) that gives the best weights the lowest loss on the held-out steps: a
-        small series' model is surer of itself on the steps it learned from than on new ones."""
+        """The spread factor (0.7 to 3) that gives the best weights the lowest loss on the held-out steps (a
+        small series' model is surer of itself on the steps it learned from than on new ones), shrunk towards 1
+        by PRIOR_STEPS, as so few steps say it only roughly."""
         best = GRUForecaster(self.cfg)
         best.load_state_dict(self.best_weights or self.model.state_dict())
         params, y = self._val_params(best), self.y[self.train_end :]
@@ -255,7 +257,8 @@ class ForecastTrainer:
             self.cfg.spread = float(c)
             losses.append(float(nll(params, y, self.cfg).mean()))
         self.cfg.spread = 1.0
-        return float(factors[int(np.argmin(losses))])
+        c, m = float(factors[int(np.argmin(losses))]), len(y)
+        return math.sqrt((PRIOR_STEPS + m * c * c) / (PRIOR_STEPS + m))
 
     def train_step(self) -> float:
         x, y = self.batch()
