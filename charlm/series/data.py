@@ -156,19 +156,23 @@ def parse_time(text: str) -> datetime | None:
     return t.replace(tzinfo=None) if t.tzinfo is not None else t
 
 
-def _check_times(times: list[datetime], rows: list[int]) -> None:
-    """Strictly increasing, or a one-line error naming the first row out of order or repeated."""
+def _check_times(times: list[datetime], rows: list[int], word: str = "row") -> None:
+    """Strictly increasing, or a one-line error naming the first row (or line) out of order or repeated."""
     for i in range(1, len(times)):
         if times[i] == times[i - 1]:
-            raise SeriesError(f"row {rows[i]} repeats the timestamp of row {rows[i - 1]} ({times[i].isoformat()})")
+            raise SeriesError(
+                f"{word} {rows[i]} repeats the timestamp of {word} {rows[i - 1]} ({times[i].isoformat()})"
+            )
         if times[i] < times[i - 1]:
             raise SeriesError(
-                f"timestamps are not in order: row {rows[i]} ({times[i].isoformat()}) comes before "
-                f"row {rows[i - 1]} ({times[i - 1].isoformat()}); sort the file by time"
+                f"timestamps are not in order: {word} {rows[i]} ({times[i].isoformat()}) comes before "
+                f"{word} {rows[i - 1]} ({times[i - 1].isoformat()}); sort them by time"
             )
 
 
-def _regular(times: list[datetime], values: list[float], rows: list[int], fill: bool) -> tuple[list, list, str | None]:
+def _regular(
+    times: list[datetime], values: list[float], rows: list[int], fill: bool, word: str = "row"
+) -> tuple[list, list, str | None]:
     """The series on its regular step: timestamps missing between two rows become gaps (with --fill) or an error."""
     step = _infer_step(times)
     if step is None:
@@ -180,13 +184,13 @@ def _regular(times: list[datetime], values: list[float], rows: list[int], fill: 
             k += 1
         if advance(times[i - 1], step, k) != times[i]:
             raise SeriesError(
-                f"row {rows[i]} ({times[i].isoformat()}) is not a whole number of {step} steps after row "
+                f"{word} {rows[i]} ({times[i].isoformat()}) is not a whole number of {step} steps after {word} "
                 f"{rows[i - 1]}; the timestamps are not evenly spaced"
             )
         if k > 1 and not fill:
             raise SeriesError(
-                f"{k - 1} timestamp(s) missing between row {rows[i - 1]} and row {rows[i]} (the step is one {step}); "
-                "--fill interpolates them"
+                f"{k - 1} timestamp(s) missing between {word} {rows[i - 1]} and {word} {rows[i]} (the step is one "
+                f"{step}); --fill interpolates them"
             )
         for j in range(1, k):
             out_t.append(advance(times[i - 1], step, j))
@@ -256,10 +260,18 @@ def _pick(header: list[str], name: str | None, what: str, source: str) -> int:
 
 
 def _time_column(header: list[str], rows: list[list[str]]) -> int | None:
-    """The column holding timestamps when none was named: one named like a date or time whose cells parse."""
+    """The column holding timestamps when none was named: one named like a date or time whose first cell is
+    one, else the first column whose first cell is a time and not a number."""
+    if not rows or len(header) < 2:
+        return None
+    first = rows[0]
     for i, h in enumerate(header):
-        if h.lower() in TIME_NAMES and rows and i < len(rows[0]) and parse_time(rows[0][i]) is not None:
+        if h.lower() in TIME_NAMES and i < len(first) and parse_time(first[i]) is not None:
             return i
+    if parse_time(first[0]) is not None and _number(first[0]) is None:
+        return 0
+    if _number(first[0]) is None and sum(_number(c) is not None for c in first) == 1 and len(header) == 2:
+        return 0  # two columns, the first not a number (nor a time we read): it must be meant as the time
     return None
 
 
@@ -296,8 +308,8 @@ def read_series(
             times.append(t)
     step = None
     if t_col is not None:
-        _check_times(times, line_nos)
-        times, values, step = _regular(times, values, line_nos, fill)
+        _check_times(times, line_nos, "line")
+        times, values, step = _regular(times, values, line_nos, fill, "line")
     series = Series(
         np.asarray(values, dtype=np.float64), name, source, times if t_col is not None else None, step
     )
@@ -379,7 +391,7 @@ def autocorrelation_season(values: np.ndarray, max_season: int | None = None) ->
     acf = np.fft.irfft(spectrum * np.conj(spectrum))[: top + 2]
     acf = acf / acf[0]
     peaks = [k for k in range(2, top + 1) if acf[k] > acf[k - 1] and acf[k] >= acf[k + 1]]
-    threshold = max(0.2, 2.5 / math.sqrt(n))
+    threshold = max(0.3, 3.5 / math.sqrt(n))  # noise alone passes 0.2 at one lag of the many now and then
     strong = [k for k in peaks if acf[k] > threshold]
     if not strong:
         return 1
