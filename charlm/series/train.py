@@ -13,6 +13,7 @@ keeps one checkpoint, the newest.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -248,7 +249,7 @@ class ForecastTrainer:
         """The spread factor (0.7 to 3) that gives the best weights the lowest loss on the held-out steps (a
         small series' model is surer of itself on the steps it learned from than on new ones), shrunk towards 1
         by PRIOR_STEPS, as so few steps say it only roughly."""
-        best = GRUForecaster(self.cfg)
+        best = copy.deepcopy(self.model)  # a copy, not a new model: that would draw from the random state
         best.load_state_dict(self.best_weights or self.model.state_dict())
         params, y = self._val_params(best), self.y[self.train_end :]
         factors = np.exp(np.linspace(np.log(0.7), np.log(3.0), 41))
