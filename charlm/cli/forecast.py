@@ -46,12 +46,13 @@ def print_backtest(bt: Any) -> None:
 
 def plot_target(path: Path, inputs: list[str]) -> Path:
     """Where --plot may write: not an input, not inside a run folder, and not over a file charlm did not draw."""
-    from charlm.ui.plot import written_by_charlm
+    from charlm.ui.plot import require_matplotlib, written_by_charlm
 
+    require_matplotlib()  # before training, not after it
     resolved = path.resolve()
     if any(i != STDIN and Path(i).resolve() == resolved for i in inputs):
         raise UsageError(f"--plot {path}: that is the series being read; choose another file")
-    if any(p.name.startswith("step-") or (p / ".lock").exists() for p in resolved.parents):
+    if any(p.name.startswith("step-") or any(p.glob("step-*/checkpoint.json")) for p in resolved.parents):
         raise UsageError(f"--plot {path}: inside a run folder, which only charlm's checkpoints may write to")
     if path.is_dir():
         raise UsageError(f"--plot {path}: is a folder")
@@ -70,7 +71,10 @@ def forecast(
             show_default=False,
         ),
     ] = None,
-    horizon: Annotated[Optional[int], setting("Steps to forecast.", "the season, or 10")] = None,
+    horizon: Annotated[
+        Optional[int],
+        typer.Option("--horizon", "-H", help="Steps to forecast. \\[default: the season, or 10]", show_default=False),
+    ] = None,
     column: Annotated[Optional[str], setting("The column of values (CSV/TSV).", "the first numeric one")] = None,
     time_column: Annotated[
         Optional[str], setting("The column of timestamps.", "one named date, time, month... that holds times")

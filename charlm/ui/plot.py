@@ -27,6 +27,11 @@ def _pyplot() -> Any:
     return plt
 
 
+def require_matplotlib() -> None:
+    """Raise the one-line error saying what to install, where matplotlib is missing."""
+    _pyplot()
+
+
 def plot_metrics(metrics: list[dict[str, Any]], out: Path | BinaryIO, title: str = "") -> None:
     """Train and validation bits/char against the step, from the records of a run's metrics.jsonl."""
     series = metric_points(metrics)
