@@ -109,10 +109,7 @@ def forecast(
     Trains a small GRU forecaster (DeepAR-style: a distribution of each next value, sample paths drawn side by
     side) into a run folder; `charlm forecast --from RUN` forecasts again from it, with any new observations.
     """
-    from charlm.series.data import read_series
-    from charlm.series.run import ForecastJob, TrainingInterrupted, run_forecast
-    from charlm.training.request import default_out
-    from charlm.ui.forecast import ForecastDisplay
+    from charlm.series.data import read_series  # NumPy only: a bad series is refused before torch loads
 
     if from_run is not None:
         given = {"--resume": resume, "--backtest": backtest, "--max-time": max_time, "--max-steps": max_steps,
@@ -126,6 +123,10 @@ def forecast(
     data = read_series(series, column, time_column, fill) if series is not None else None
     if resume and out is None:
         raise UsageError("--resume needs --out RUN: the run folder to continue")
+    from charlm.series.run import ForecastJob, TrainingInterrupted, run_forecast
+    from charlm.training.request import default_out
+    from charlm.ui.forecast import ForecastDisplay
+
     run = out if out is not None or from_run is not None else default_out([series or STDIN], suffix="-forecast")
     job = ForecastJob(
         series=data, horizon=horizon, season=season, likelihood=likelihood, max_time=max_time, max_steps=max_steps,

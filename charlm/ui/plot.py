@@ -115,7 +115,8 @@ def plot_forecast(fc: Any, out: Path | BinaryIO, title: str = "") -> None:
         ax.plot(xf, fc.backtest.actual, color="tab:red", linewidth=1, marker=".", label="held out")
     ax.set_xlabel("time" if times is not None else "step")
     ax.set_ylabel(history.name)
-    ax.set_title(title or f"{history.name}: forecast of {h} steps")
+    what = "backtest, the last" if fc.backtest is not None else "forecast of"
+    ax.set_title(title or f"{history.name}: {what} {h} steps")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.autofmt_xdate() if times is not None else None
