@@ -350,14 +350,16 @@ def as_series(values: Any, timestamps: Any = None, fill: bool = False, name: str
         v = np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
         raise SeriesError("values: not a sequence of numbers") from None
-    times, step = None, None
+    times: list[datetime] | None = None
+    step = None
     if timestamps is not None:
-        times = [t if isinstance(t, datetime) else parse_time(str(t)) for t in timestamps]
-        if any(t is None for t in times) or len(times) != len(v):
+        parsed = [t if isinstance(t, datetime) else parse_time(str(t)) for t in timestamps]
+        if len(parsed) != len(v) or any(t is None for t in parsed):
             raise SeriesError("timestamps: give one date or time per value")
+        times = [t for t in parsed if t is not None]
         rows = list(range(1, len(v) + 1))
-        _check_times(times, rows)  # type: ignore[arg-type]
-        times, vals, step = _regular(times, list(v), rows, fill)  # type: ignore[arg-type]
+        _check_times(times, rows)
+        times, vals, step = _regular(times, list(v), rows, fill)
         v = np.asarray(vals, dtype=np.float64)
     return check_values(Series(v, name, "", times, step), fill)
 

@@ -109,7 +109,8 @@ def sample_paths(
 
 def summarise(paths: np.ndarray, series: Series, season: int, run: Path | None = None) -> Forecast:
     q10, q50, q90 = np.quantile(paths, QUANTILES, axis=0)
-    times = series.future_timestamps(paths.shape[1]) or [None] * paths.shape[1]
+    future = series.future_timestamps(paths.shape[1])
+    times: list[datetime | None] = list(future) if future is not None else [None] * paths.shape[1]
     rows = [
         ForecastRow(k + 1, times[k], float(q50[k]), float(q10[k]), float(q90[k])) for k in range(paths.shape[1])
     ]

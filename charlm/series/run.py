@@ -159,7 +159,7 @@ def run_forecast(job: ForecastJob, on_event: OnEvent | None = None) -> Forecast:
             raise TrainingInterrupted(result.stopped_by)
         paths = sample_paths(result.model, fit_series, horizon, job.paths, job.seed)
         fc = summarise(paths, fit_series, cfg.season, None if temp else run)
-        if job.backtest:
+        if actual is not None:
             from charlm.series.backtest import score
 
             fc.backtest = score(actual, fit_series.values, cfg.season, paths)

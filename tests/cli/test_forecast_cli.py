@@ -12,18 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from charlm.cli import main
+from test_bad_input import cli  # runs `charlm ARGS...` in this process: (exit status, stdout, stderr)
 
 QUICK = ["--max-steps", "15", "-q"]
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr("sys.argv", ["charlm", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def monthly(name: str = "sales.csv", n: int = 60, seed: int = 0) -> str:
