@@ -79,7 +79,11 @@ def plot_run(checkpoint: Path | None, output: Path | None) -> Path | None:
     parent = checkpoint is not None and checkpoint.is_dir() and not ckpt_io.list_checkpoints(checkpoint)
     if parent and compared_runs(checkpoint):
         return _write(lambda out: plot_compared(checkpoint, out), output or checkpoint / "curve.png")
-    run = ckpt_io.resolve(checkpoint, "best").path.parent
+    ck = ckpt_io.resolve(checkpoint, "best")
+    run = ck.path.parent
+    if ck.kind != "lm":
+        draw = f"charlm forecast --from {run} --plot FILE.png"
+        raise CharlmError(f"{run}: a {ck.kind}'s run, without a training curve; draw its forecast with: {draw}")
     metrics = ckpt_io.read_metrics(run)
     return _write(lambda out: plot_metrics(metrics, out, title=run.name), output or run / "curve.png")
 

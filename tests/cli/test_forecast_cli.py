@@ -76,6 +76,8 @@ def test_from_a_run_with_new_observations_and_info(monkeypatch, capsys) -> None:
     assert json.loads(out)["kind"] == "forecaster"
     code, out, err = cli(monkeypatch, capsys, "sample", "run")
     assert code == 1 and "a forecaster, not a language model" in err and out == ""
+    code, out, err = cli(monkeypatch, capsys, "plot", "run")
+    assert code == 1 and "charlm forecast --from run --plot" in err
 
 
 def test_resume(monkeypatch, capsys) -> None:
