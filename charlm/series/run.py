@@ -15,7 +15,7 @@ import numpy as np
 from charlm import checkpoint as ckpt_io
 from charlm.config import parse_duration
 from charlm.errors import SeriesError, UsageError
-from charlm.series.data import Series, check_values
+from charlm.series.data import Series, advance, check_values
 from charlm.series.forecast import DEFAULT_PATHS, Forecast, sample_paths, summarise
 from charlm.series.train import DEFAULT_MAX_TIME, FitOptions, ForecastTrainer, held_out, load_run, plan
 from charlm.training.types import OnEvent, _silent
@@ -77,8 +77,6 @@ def extend(saved: Series, given: Series) -> tuple[Series, int]:
             raise SeriesError(f"{given.source}: its timestamps overlap the saved series' without reaching its last")
         new_t, new_v = [given.timestamps[i] for i in keep], given.values[keep]
         if new_t and saved.step is not None:
-            from charlm.series.data import advance
-
             want = advance(last, saved.step, 1)
             if new_t[0] != want:
                 raise SeriesError(
@@ -86,10 +84,12 @@ def extend(saved: Series, given: Series) -> tuple[Series, int]:
                     f"ends at {last.isoformat()} (next step {want.isoformat()})"
                 )
         times = saved.timestamps + new_t
-    else:
+    else:  # values alone: new ones continue the saved series' step, where it has one
         prefix = len(given) >= n and np.allclose(given.values[:n], saved.values, rtol=1e-9, atol=0)
         new_v = given.values[n:] if prefix else given.values
         times = None
+        if saved.timestamps is not None and saved.step is not None:
+            times = saved.timestamps + [advance(saved.timestamps[-1], saved.step, k) for k in range(1, len(new_v) + 1)]
     merged = replace(saved, values=np.concatenate([saved.values, new_v]), timestamps=times, filled=list(saved.filled))
     return check_values(merged), len(new_v)
 

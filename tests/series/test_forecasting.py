@@ -106,6 +106,8 @@ def test_from_a_saved_run_with_new_observations(tmp_path: Path) -> None:
         fc = run_forecast(ForecastJob(series=given, from_run=tmp_path / "run", horizon=3))
         assert [r.timestamp for r in fc.rows] == times[100:103]
         assert fc.history is not None and len(fc.history) == 100
+    fc = run_forecast(ForecastJob(series=_series(v[96:98]), from_run=tmp_path / "run", horizon=1))
+    assert fc.rows[0].timestamp == times[98]  # values without times continue the saved monthly step
     with pytest.raises(SeriesError, match="the first new observation"):
         run_forecast(ForecastJob(series=as_series(v[98:100], times[98:100]), from_run=tmp_path / "run"))
     plain = forecast(v[:60], 4, max_steps=5, out=tmp_path / "plain")
