@@ -185,3 +185,35 @@ def test_a_real_process_keeps_stdout_for_the_forecast(tmp_path: Path) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ctrl_c_keeps_a_checkpoint_to_resume_from() -> None:
+    import os
+    import signal
+    import time
+
+    monthly(n=240)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "forecast", "sales.csv", "--out", "r", "--max-time", "2m", "-H", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = b""
+    while b"training the forecaster" not in seen:  # training has begun: interrupt it
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    err = seen + err
+    assert proc.returncode == 130 and out == b"", err
+    assert b"continue with: charlm forecast --resume --out r" in err and b"Traceback" not in err
+    saved = [p.name for p in Path("r").glob("step-*")]
+    assert len(saved) == 1
+    done = subprocess.run(
+        [sys.executable, "-m", "charlm", "forecast", "sales.csv", "--out", "r", "--resume", "--max-steps", "400",
+         "-q"], capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 4, done.stderr
