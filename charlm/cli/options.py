@@ -141,7 +141,7 @@ def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
 
     ck = ckpt_io.resolve(checkpoint, "best")
     if checkpoint is None and not quiet:
-        err_console.print(f"using {ck.path}", soft_wrap=True)
+        say(f"using {ck.path}")
     return ck
 
 
