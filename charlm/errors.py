@@ -36,3 +36,7 @@ class CheckpointNotFoundError(UsageError, CheckpointError):
 
 class RunLockedError(CharlmError):
     """Another charlm process is training into the same run folder."""
+
+
+class MissingExtraError(CharlmError):
+    """An optional feature's packages are not installed; the message says what to install."""
