@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -266,9 +267,14 @@ def quantize(fp32: bytes) -> bytes:
     with tempfile.TemporaryDirectory(prefix="charlm-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(fp32)
-        quantize_dynamic(
-            src, dst, per_channel=True, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True}
-        )
+        root = logging.getLogger()
+        level, root.level = root.level, logging.ERROR  # it advises on the root logger to pre-process the graph
+        try:
+            quantize_dynamic(
+                src, dst, per_channel=True, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True}
+            )
+        finally:
+            root.setLevel(level)
         proto = onnx.load(dst)
     original = onnx.load_from_string(fp32)
     del proto.metadata_props[:]
@@ -291,6 +297,7 @@ class OnnxModel:
         _, ort = require_extra()
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.log_severity_level = 3  # errors only: its warnings would reach the user's stderr
         data = model if isinstance(model, bytes) else Path(model).read_bytes()
         self.session: onnxruntime.InferenceSession = ort.InferenceSession(
             data, options, providers=["CPUExecutionProvider"]
@@ -368,8 +375,10 @@ def check_out_dir(out: Path, force: bool) -> None:
     existing = next(p for p in [out, *out.absolute().parents] if p.exists())
     if not existing.is_dir():
         raise UsageError(f"{out}: cannot be created ({existing} is a file)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{out}: cannot write there ({existing} is not writable)")
+    try:  # whether a file can be made there, tried (permissions alone do not say: a read-only disk, root)
+        tempfile.TemporaryDirectory(prefix=".charlm-probe-", dir=existing).cleanup()
+    except OSError as e:
+        raise UsageError(f"{out}: cannot write there ({existing}: {e.strerror or e})") from None
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -391,6 +400,9 @@ def write_folder(out: Path, files: dict[str, bytes]) -> None:
             return
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp_dir.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the export is an ordinary folder
         try:
             for name, data in files.items():
                 _write_file(tmp_dir / name, data)
@@ -471,3 +483,30 @@ def export(
     write_folder(out, files)
     result.sizes = {name: len(b) for name, b in files.items()}
     return result
+
+
+def export_checkpoint(
+    ckpt: Checkpoint,
+    out: Path,
+    *,
+    int8: bool = False,
+    force: bool = False,
+    text: str | None = None,
+    text_name: str = "",
+) -> ExportResult:
+    """Export the checkpoint `ckpt` (its weights checked against the SHA-256 it records) into the folder `out`.
+
+    `text`: with `int8`, the text to measure the change in bits/char on (its unknown characters dropped).
+    """
+    require_extra()
+    check_out_dir(out, force)  # before the weights are read: a folder that cannot take the export fails at once
+    model = _load_model(ckpt)
+    ids = ckpt.tokenizer.encode(text, "skip") if text is not None else None
+    return export(model, ckpt, out, int8=int8, force=force, text_ids=ids, text_name=text_name)
+
+
+def _load_model(ckpt: Checkpoint) -> CharLM:
+    """The checkpoint's model on the CPU, in eval mode."""
+    from charlm.checkpoint import load_model
+
+    return load_model(ckpt, "cpu")[0]
