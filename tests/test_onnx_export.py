@@ -36,24 +36,12 @@ from charlm.onnx_export import (  # noqa: E402  (after the skip: these need the 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "onnx_sample.py"
 CELLS = ["gru", "lstm", "rnn"]
-RUN = {
-    "hidden": 24,
-    "layers": 2,
-    "embed": 8,
-    "batch_size": 8,
-    "seq_len": 32,
-    "lr": 1e-2,
-    "warmup_steps": 5,
-    "max_steps": 60,
-    "eval_every": 30,
-    "val_fraction": 0.2,
-    "seed": 7,
-    "device": "cpu",
-}
 
 
 @pytest.fixture(scope="module", params=CELLS)
-def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, text_maker) -> dict:
+def exported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, text_maker, tiny_run_settings: dict
+) -> dict:
     """A tiny trained run of one cell, its model, a held-out text of 2,001 characters, and its fp32 and int8
     exports."""
     from charlm import training
@@ -62,7 +50,8 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     corpus = base / "tiny.txt"
     corpus.write_text(text_maker(), encoding="utf-8")
     run = base / "run"
-    training.train(training.TrainRequest([str(corpus)], out=run, overrides={**RUN, "cell": request.param}))
+    settings = {**tiny_run_settings, "cell": request.param}
+    training.train(training.TrainRequest([str(corpus)], out=run, overrides=settings))
     ck = ckpt_io.resolve(run)
     model, tok = ckpt_io.load_model(ck)
     held_out = text_maker(400, seed=1)[:2001]

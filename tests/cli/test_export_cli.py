@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_bad_input import cli  # tests/cli is on the path: the suite's CLI runner
 
-from charlm.cli import main
 from charlm.config import ModelConfig
 from charlm.model import CharLM
 from charlm.tokenizer import CharTokenizer
@@ -20,14 +20,6 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 FILES = ["charlm.json", "model.onnx", "tokenizer.json"]
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr("sys.argv", ["charlm", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def refused(monkeypatch, capsys, *args: str, says: str, code: int = 2) -> str:
