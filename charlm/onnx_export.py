@@ -126,7 +126,14 @@ def config_record(ckpt: Checkpoint, int8: bool) -> dict[str, Any]:
 
 
 def _json(record: dict[str, Any]) -> str:
-    return json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    """Readable JSON (characters as themselves); escaped where a character cannot be written as UTF-8 (a lone
+    surrogate, which a vocabulary read from bytes can hold)."""
+    text = json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record, indent=1, allow_nan=False) + "\n"
+    return text
 
 
 # ---------------------------------------------------------------- the graph

@@ -210,3 +210,18 @@ def test_the_readme_snippet_runs_and_gives_charlms_logits(exported: dict, tmp_pa
     expected = charlm_logits(model, np.array([tok.id_of("\n")]), 1)
     assert np.abs(scope["logits"][0] - expected).max() < 1e-5
     assert scope["state"].shape == (model.state_layers, 1, model.config.hidden)
+
+
+def test_any_vocabulary_travels_in_the_files_and_the_metadata(save_model, tmp_path: Path) -> None:
+    from charlm.config import ModelConfig
+    from charlm.model import CharLM
+    from charlm.tokenizer import CharTokenizer
+
+    tok = CharTokenizer(["a", " ", "猫", "🌙", "\ud800", "\n"])  # CJK, an emoji, a lone surrogate
+    model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=4, hidden=8, layers=1, cell="lstm")).eval()
+    ck = ckpt_io.resolve(save_model(tmp_path / "run", model, tok))
+    export_checkpoint(ck, tmp_path / "exp")
+    tokenizer = json.loads((tmp_path / "exp" / TOKENIZER).read_bytes().decode("utf-8"))
+    assert tokenizer["id_to_char"] == tok.chars and tokenizer["id_to_code_point"] == [ord(c) for c in tok.chars]
+    assert OnnxModel(tmp_path / "exp" / MODEL).tokenizer == tokenizer
+    assert "\\ud800" in (tmp_path / "exp" / TOKENIZER).read_text()  # escaped: UTF-8 cannot hold it
