@@ -150,6 +150,7 @@ def report(res: dict[str, Any]) -> None:
     )
     print(f"model: {m['cell']}, {m['layers']} x {m['hidden']}, vocabulary {m['vocab_size']}, step {m['step']}")
     print(f"held-out text: {res['held_out']['text']}, {res['held_out']['chars']:,} characters")
+    print(f"export (fp32)        {res['export_seconds_fp32']:.2f} s, its onnxruntime check included")
     print(f"model.onnx size      fp32 {b['fp32']:,} bytes, int8 {b['int8']:,} bytes ({b['int8'] / b['fp32']:.0%})")
     print(
         f"bits/char            charlm evaluate {bpc['charlm_evaluate']:.5f}, onnxruntime fp32 {bpc['fp32']:.5f}, "
