@@ -37,7 +37,7 @@ from charlm import __version__
 from charlm.checkpoint import WEIGHTS, Checkpoint
 from charlm.checkpoint.layout import is_step_dir
 from charlm.errors import CharlmError, MissingExtraError, UsageError
-from charlm.model import BLOCKS
+from charlm.model import BLOCKS, CELL_NAMES
 from charlm.tokenizer import CharTokenizer
 
 if TYPE_CHECKING:
@@ -187,13 +187,15 @@ def _cell_body(onnx: Any, cell: str, layer: int, H: int, w_hh: str, b_hh: str) -
     elif cell == "lstm":
         c = g.prefix + "c"
         pre = g.op("Add", [gi, gh], "pre")
-        i, f, gg, o = g.ops("Split", [pre], ["i_pre", "f_pre", "g_pre", "o_pre"], axis=1, num_outputs=4)
-        i, f, o = (g.op("Sigmoid", [x], x.removeprefix(g.prefix)[0]) for x in (i, f, o))
-        gg = g.op("Tanh", [gg], "g")
+        i_pre, f_pre, g_pre, o_pre = g.ops("Split", [pre], ["i_pre", "f_pre", "g_pre", "o_pre"], axis=1, num_outputs=4)
+        i = g.op("Sigmoid", [i_pre], "i")  # input gate
+        f = g.op("Sigmoid", [f_pre], "f")  # forget gate
+        gg = g.op("Tanh", [g_pre], "g")  # cell candidate
+        o = g.op("Sigmoid", [o_pre], "o")  # output gate
         c_new = g.op("Add", [g.op("Mul", [f, c], "f_c"), g.op("Mul", [i, gg], "i_g")], "c_new")
         new = [g.op("Mul", [o, g.op("Tanh", [c_new], "tanh_c")], "h_new"), c_new]
     else:
-        new = [g.op("Tanh", [g.op("Add", [gi, gh], "pre")], "h_new")]
+        new = [g.op("Tanh", [g.op("Add", [gi, gh], "pre")], "h_new")]  # plain RNN: no gates
     y = g.op("Identity", [new[0]], "y")
     outputs = [vi(name, f32, ["batch", H]) for name in [*new, y]]
     return onnx.helper.make_graph(g.nodes, f"layer{layer}_step", inputs, outputs)
@@ -256,13 +258,10 @@ def build_graph(model: CharLM, metadata: dict[str, str]) -> onnx.ModelProto:
         graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="charlm", producer_version=__version__
     )
     proto.ir_version = 8  # onnxruntime 1.14 and newer read it
-    proto.doc_string = f"charlm {CELL_DOC[cell]} character model: one step with its state carried (see charlm.json)"
+    proto.doc_string = f"charlm {CELL_NAMES[cell]} character model: one step with its state carried (see charlm.json)"
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
     return proto
-
-
-CELL_DOC = {"gru": "GRU", "lstm": "LSTM", "rnn": "plain RNN (tanh)"}
 
 
 def quantize(fp32: bytes) -> bytes:
