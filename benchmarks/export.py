@@ -34,7 +34,7 @@ from run_all import best_time, cli_seconds, machine  # noqa: E402
 from charlm import checkpoint as ckpt_io  # noqa: E402
 from charlm.data.corpus import split_text  # noqa: E402
 from charlm.device import pick_precision  # noqa: E402
-from charlm.onnx_export import MODEL, OnnxModel, export_checkpoint  # noqa: E402
+from charlm.onnx_export import MODEL, OnnxModel, export  # noqa: E402
 
 SHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 MARKOV = ROOT / "corpora" / "markov.txt"
@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         held_file = folder / "held_out.txt"
         held_file.write_text(held, encoding="utf-8")
         t0 = time.perf_counter()
-        fp32 = export_checkpoint(ck, folder / "fp32")
+        fp32 = export(ck, folder / "fp32")
         export_s = time.perf_counter() - t0
-        int8 = export_checkpoint(ck, folder / "int8", int8=True, text=held, text_name=text_name)
+        int8 = export(ck, folder / "int8", int8=True, text=held, text_name=text_name)
         ids = ck.tokenizer.encode(held, "skip")
         models = {"fp32": OnnxModel(folder / "fp32" / MODEL), "int8": OnnxModel(folder / "int8" / MODEL)}
         m = ck.model_config

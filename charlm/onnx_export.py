@@ -433,7 +433,7 @@ class ExportResult:
     bpc_text: str = ""
 
 
-def export(
+def export_model(
     model: CharLM,
     ckpt: Checkpoint,
     out: Path,
@@ -491,24 +491,35 @@ def export(
     return result
 
 
-def export_checkpoint(
-    ckpt: Checkpoint,
-    out: Path,
+def export(
+    checkpoint: str | os.PathLike[str] | Checkpoint | None,
+    out: str | os.PathLike[str],
     *,
     int8: bool = False,
     force: bool = False,
     text: str | None = None,
-    text_name: str = "",
+    text_name: str = "the text given",
 ) -> ExportResult:
-    """Export the checkpoint `ckpt` (its weights checked against the SHA-256 it records) into the folder `out`.
+    """Export a checkpoint as an ONNX folder `out` (model.onnx, tokenizer.json, charlm.json); returns what it wrote.
 
-    `text`: with `int8`, the text to measure the change in bits/char on (its unknown characters dropped).
+    `checkpoint`: a run folder (its best checkpoint), a step-* folder, a file inside one, a Checkpoint, or None
+    for the newest run under ./checkpoints. Its weights are checked against the SHA-256 its checkpoint.json
+    records. `out` must not exist or be empty, unless `force`, which replaces only the three files there.
+    `int8`: int8 weights; `text`: the text to measure the change in bits/char on (characters the model never
+    saw are dropped), by default text sampled from the model.
+    Raises MissingExtraError without onnx and onnxruntime, UsageError for a folder that cannot take the
+    export, CheckpointError for a checkpoint that cannot be read or fails its check.
     """
     require_extra()
+    out = Path(os.fspath(out))
     check_out_dir(out, force)  # before the weights are read: a folder that cannot take the export fails at once
-    model = _load_model(ckpt)
-    ids = ckpt.tokenizer.encode(text, "skip") if text is not None else None
-    return export(model, ckpt, out, int8=int8, force=force, text_ids=ids, text_name=text_name)
+    if not isinstance(checkpoint, Checkpoint):
+        from charlm.checkpoint import resolve
+
+        checkpoint = resolve(None if checkpoint is None else Path(os.fspath(checkpoint)), "best")
+    model = _load_model(checkpoint)
+    ids = checkpoint.tokenizer.encode(text, "skip") if text is not None else None
+    return export_model(model, checkpoint, out, int8=int8, force=force, text_ids=ids, text_name=text_name)
 
 
 def _load_model(ckpt: Checkpoint) -> CharLM:

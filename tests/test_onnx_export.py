@@ -30,7 +30,7 @@ from charlm.onnx_export import (  # noqa: E402  (after the skip: these need the 
     TOKENIZER,
     OnnxModel,
     charlm_logits,
-    export_checkpoint,
+    export,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +57,8 @@ def exported(
     held_out = text_maker(400, seed=1)[:2001]
     assert len(held_out) == 2001 and not tok.unknown(held_out)
     (base / "held_out.txt").write_text(held_out, encoding="utf-8")
-    fp32 = export_checkpoint(ck, base / "fp32")
-    int8 = export_checkpoint(ck, base / "int8", int8=True, text=held_out, text_name="held_out.txt")
+    fp32 = export(ck, base / "fp32")
+    int8 = export(ck, base / "int8", int8=True, text=held_out, text_name="held_out.txt")
     return {
         "cell": request.param,
         "run": run,
@@ -220,8 +220,28 @@ def test_any_vocabulary_travels_in_the_files_and_the_metadata(save_model, tmp_pa
     tok = CharTokenizer(["a", " ", "猫", "🌙", "\ud800", "\n"])  # CJK, an emoji, a lone surrogate
     model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=4, hidden=8, layers=1, cell="lstm")).eval()
     ck = ckpt_io.resolve(save_model(tmp_path / "run", model, tok))
-    export_checkpoint(ck, tmp_path / "exp")
+    export(ck, tmp_path / "exp")
     tokenizer = json.loads((tmp_path / "exp" / TOKENIZER).read_bytes().decode("utf-8"))
     assert tokenizer["id_to_char"] == tok.chars and tokenizer["id_to_code_point"] == [ord(c) for c in tok.chars]
     assert OnnxModel(tmp_path / "exp" / MODEL).tokenizer == tokenizer
     assert "\\ud800" in (tmp_path / "exp" / TOKENIZER).read_text()  # escaped: UTF-8 cannot hold it
+
+
+def test_export_from_python_takes_paths_and_raises_typed_errors(save_model) -> None:
+    from charlm.config import ModelConfig
+    from charlm.errors import CheckpointNotFoundError, UsageError
+    from charlm.model import CharLM
+    from charlm.tokenizer import CharTokenizer
+
+    tok = CharTokenizer("ab \n")
+    model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=4, hidden=8, layers=1)).eval()
+    save_model(Path("checkpoints/mine"), model, tok)  # in the test's own folder
+    result = export(None, "exp")  # the newest run under ./checkpoints
+    assert result.out == Path("exp") and Path(result.config["checkpoint"]["path"]).parent.name == "mine"
+    assert result.sizes[MODEL] == (Path("exp") / MODEL).stat().st_size and result.int8_bytes is None
+    with pytest.raises(UsageError, match="already exists"):
+        export("checkpoints/mine", Path("exp"))
+    assert export("checkpoints/mine", "exp", force=True).out == Path("exp")
+    with pytest.raises(CheckpointNotFoundError):
+        export("no_such_run", "exp2")
+    assert not Path("exp2").exists()

@@ -28,16 +28,17 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Export a model as ONNX, its vocabulary inside, for onnxruntime in any language; needs charlm\\[export]."""
+    from charlm import onnx_export
     from charlm.data.corpus import read_text
     from charlm.errors import UsageError
-    from charlm.onnx_export import MODEL, export_checkpoint, require_extra
+    from charlm.onnx_export import MODEL
 
-    require_extra()
+    onnx_export.require_extra()
     if text is not None and not int8:
         raise UsageError("--text measures int8's change in bits/char: use it with --int8")
     ck = resolve(checkpoint, quiet)
     body = read_text(text, replace_bad_bytes) if text is not None else None
-    r = export_checkpoint(ck, out, int8=int8, force=force, text=body, text_name=text or "")
+    r = onnx_export.export(ck, out, int8=int8, force=force, text=body, text_name=text or "")
     if json_out:
         print_json(
             {
