@@ -121,6 +121,8 @@ def test_int8_quantizes_every_weight_product_and_is_smaller(exported: dict) -> N
     import onnx
 
     proto = onnx.load(exported["int8"] / MODEL)
+    onnx.checker.check_model(proto, full_check=True)  # standard ONNX: no operator of onnxruntime's own
+    assert [o.domain for o in proto.opset_import] == [""]
     scans = [n for n in proto.graph.node if n.op_type == "Scan"]
     assert len(scans) == exported["model"].config.layers
     for scan in scans:  # the recurrent product of each layer runs in int8
