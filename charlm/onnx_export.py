@@ -309,6 +309,8 @@ class OnnxModel:
             data, options, providers=["CPUExecutionProvider"]
         )
         meta = self.session.get_modelmeta().custom_metadata_map
+        if META_CONFIG not in meta or META_TOKENIZER not in meta:
+            raise CharlmError(f"{model if not isinstance(model, bytes) else 'the model'}: not a charlm export")
         self.config: dict[str, Any] = json.loads(meta[META_CONFIG])
         self.tokenizer: dict[str, Any] = json.loads(meta[META_TOKENIZER])
 
