@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from charlm import __version__
-from charlm.cli import compare, evaluate, explain, export, info, sample, train
+from charlm.cli import compare, evaluate, explain, export, info, sample, serve, train
 from charlm.cli.output import silence_stdout
 from charlm.errors import CharlmError
 from charlm.ui.console import error
@@ -35,6 +35,7 @@ COMMANDS = (
     explain.units,
     compare.compare,
     export.export,
+    serve.serve,
 )
 
 app = typer.Typer(
