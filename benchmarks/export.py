@@ -29,7 +29,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from run_all import best_time, cli_seconds, machine  # noqa: E402
+from common import best_time, cli_seconds, machine  # noqa: E402
 
 from charlm import checkpoint as ckpt_io  # noqa: E402
 from charlm.data.corpus import split_text  # noqa: E402

@@ -247,3 +247,24 @@ def test_export_from_python_takes_paths_and_raises_typed_errors(save_model) -> N
     with pytest.raises(CheckpointNotFoundError):
         export("no_such_run", "exp2")
     assert not Path("exp2").exists()
+
+
+def test_the_python_api_exports_a_loaded_model(save_model) -> None:
+    import charlm
+    from charlm.config import ModelConfig
+    from charlm.errors import UsageError
+    from charlm.model import CharLM
+    from charlm.tokenizer import CharTokenizer
+
+    tok = CharTokenizer("xyz \n")
+    model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=4, hidden=8, layers=2, cell="rnn")).eval()
+    run = save_model(Path("run"), model, tok)
+    loaded = charlm.load(run)
+    result = loaded.export("a", int8=True, text="xyz zyx\n" * 30, source="my text")
+    assert result.bpc_text == "my text" and result.config["weights"] == "int8"
+    assert json.loads(Path("a", CONFIG).read_text())["int8"]["measured_on"] == "my text"
+    again = charlm.export(str(run), Path("b"))  # the module-level function: load, then export
+    assert again.config["checkpoint"] == result.config["checkpoint"] and again.config["cell"] == "rnn"
+    assert OnnxModel(Path("b", MODEL)).config == {**again.config}
+    with pytest.raises(UsageError, match="out"):
+        loaded.export(None)  # type: ignore[arg-type]

@@ -171,7 +171,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if not wrong and model.vocab_size != vocab.vocab_size:
         wrong = [f"the model has {model.vocab_size} characters but the vocabulary {vocab.vocab_size}"]
     if wrong:
-        raise CheckpointError(f"{f}: a field has a wrong value ({wrong[0].removeprefix('--')})")
+        raise CheckpointError(f"{f}: a field has a wrong value ({wrong[0]})")
     return meta
 
 

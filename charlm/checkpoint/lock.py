@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from charlm.checkpoint.layout import asides, set_aside_from
-from charlm.errors import RunLockedError, UsageError
+from charlm.errors import RunLockedError, UsageError, param
 
 LOCK = ".lock"
 
@@ -60,13 +60,14 @@ class RunLock:
             self.run.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise UsageError(f"--out {self.run}: cannot create the run folder ({e.strerror or e})") from None
+            raise UsageError(f"{param('out')} {self.run}: cannot create the run folder ({e.strerror or e})") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
             raise RunLockedError(
-                f"{self.run}: another charlm train is writing to this run folder; wait for it or use another --out"
+                f"{self.run}: another charlm train is writing to this run folder; "
+                f"wait for it or use another {param('out')}"
             ) from None
         _clear_leftovers(self.run)
         return self

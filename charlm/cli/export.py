@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charlm.cli.options import Ckpt, Quiet, ReplaceBadBytes, resolve
+from charlm.cli.options import Ckpt, Quiet, ReplaceBadBytes, load_model
 from charlm.cli.output import print_json
 from charlm.ui.console import err_console
 
@@ -28,22 +28,21 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Export a model as ONNX, its vocabulary inside, for onnxruntime in any language; needs charlm\\[export]."""
-    from charlm import onnx_export
     from charlm.data.corpus import read_text
     from charlm.errors import UsageError
-    from charlm.onnx_export import MODEL
+    from charlm.onnx_export import MODEL, require_extra
 
-    onnx_export.require_extra()
+    require_extra()  # what to install, before anything else is looked at
     if text is not None and not int8:
         raise UsageError("--text measures int8's change in bits/char: use it with --int8")
-    ck = resolve(checkpoint, quiet)
     body = read_text(text, replace_bad_bytes) if text is not None else None
-    r = onnx_export.export(ck, out, int8=int8, force=force, text=body, text_name=text or "")
+    model = load_model(checkpoint, "cpu", quiet)
+    r = model.export(out, int8=int8, force=force, text=body, source=text or "the text")
     if json_out:
         print_json(
             {
                 "out": str(r.out),
-                "checkpoint": str(ck.path),
+                "checkpoint": str(model.path),
                 "files": r.sizes,
                 "weights": r.config["weights"],
                 "fp32_bytes": r.fp32_bytes,

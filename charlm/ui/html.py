@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, param
 from charlm.interpret.explain import LABELS, Explanation, LayerTrace
 from charlm.ui.explain_view import MAX_BITS
 
@@ -165,4 +165,4 @@ def write(path: Path, page: str) -> None:
     try:
         path.write_text(page, encoding="utf-8")
     except OSError as e:
-        raise CharlmError(f"--html {path}: cannot write it ({e.strerror or e})") from None
+        raise CharlmError(f"{param('html')} {path}: cannot write it ({e.strerror or e})") from None
