@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -42,7 +42,8 @@ from charlm.tokenizer import CharTokenizer
 
 if TYPE_CHECKING:
     import onnx
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
+    from onnx import ModelProto
 
     from charlm.model import CharLM
 
@@ -261,14 +262,14 @@ def build_graph(model: CharLM, metadata: dict[str, str]) -> onnx.ModelProto:
     proto.doc_string = f"charlm {CELL_NAMES[cell]} character model: one step with its state carried (see charlm.json)"
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
-    return proto
+    return cast("ModelProto", proto)
 
 
 def quantize(fp32: bytes) -> bytes:
     """model.onnx with every weight product in int8: onnxruntime's dynamic quantization, a scale per output
     column of each weight (the blocks of a stacked matrix differ in range), the Scan bodies included."""
     onnx, _ = require_extra()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
 
     with tempfile.TemporaryDirectory(prefix="charlm-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -290,7 +291,7 @@ def quantize(fp32: bytes) -> bytes:
         original.producer_name,
         original.producer_version,
     )
-    return proto.SerializeToString()
+    return bytes(proto.SerializeToString())
 
 
 # ---------------------------------------------------------------- running an export
