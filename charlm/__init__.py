@@ -43,7 +43,11 @@ _LAZY = {
     "RunLockedError": "charlm.errors",
     "TrainingInterrupted": "charlm.errors",
     "MissingExtraError": "charlm.errors",
-    # more capabilities register here, one line each: "forecast": "charlm.forecast"
+    "SeriesError": "charlm.errors",
+    # forecasting a numeric series
+    "forecast": "charlm.series.run",
+    "Forecast": "charlm.series.forecast",
+    # more capabilities register here, one line each
 }
 
 __all__ = [  # the same names as _LAZY (a test holds them equal), written out for tools that read __all__
@@ -53,17 +57,20 @@ __all__ = [  # the same names as _LAZY (a test holds them equal), written out fo
     "CheckpointNotFoundError",
     "CorpusError",
     "Explained",
+    "Forecast",
     "LineScore",
     "MissingExtraError",
     "Model",
     "Run",
     "RunLockedError",
     "Score",
+    "SeriesError",
     "TrainingInterrupted",
     "UnknownCharactersError",
     "UsageError",
     "__version__",
     "export",
+    "forecast",
     "load",
     "train",
 ]
@@ -77,10 +84,13 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         CorpusError,
         MissingExtraError,
         RunLockedError,
+        SeriesError,
         TrainingInterrupted,
         UnknownCharactersError,
         UsageError,
     )
+    from charlm.series.forecast import Forecast
+    from charlm.series.run import forecast
 
 
 def __getattr__(name: str) -> Any:

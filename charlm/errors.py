@@ -124,3 +124,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class MissingExtraError(CharlmError):
     """An optional feature's packages are not installed; the message says what to install."""
+
+
+class SeriesError(UsageError):
+    """A series to forecast cannot be used: unreadable, not numbers, too short, constant, or out of order."""

@@ -69,3 +69,17 @@ def test_export_benchmark_prints_sizes_bits_per_char_and_speed(tmp_path: Path, c
     assert res["machine"]["cpu"] and isinstance(res["machine"]["bf16_native"], bool)
     for words in ("model.onnx size", "bits/char", "charlm sample", "load average", "bf16 native"):
         assert words in printed
+
+
+def test_forecast_benchmark_prints_the_table_and_the_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("statsforecast", reason="the forecast-bench extra is not installed")
+    pytest.importorskip("statsmodels", reason="the forecast-bench extra is not installed")
+    import forecast
+
+    forecast.main(["--max-steps", "3"])
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ") and "bf16 native" in out
+    for series in ("co2 (monthly)", "sunspots (yearly)", "air passengers (monthly)"):
+        for method in ("charlm", "seasonal naive", "AutoETS"):
+            assert f"| {series} |" in out and f"| {method} |" in out
+    assert "pooled 80% coverage, charlm" in out and "100 paths x 100 steps" in out

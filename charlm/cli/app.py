@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from charlm import __version__
-from charlm.cli import compare, evaluate, explain, export, info, sample, serve, train
+from charlm.cli import compare, evaluate, explain, export, forecast, info, sample, serve, train
 from charlm.cli.options import flag
 from charlm.cli.output import silence_stdout
 from charlm.errors import CharlmError
@@ -37,6 +37,7 @@ COMMANDS = (
     compare.compare,
     export.export,
     serve.serve,
+    forecast.forecast,
 )
 
 app = typer.Typer(
