@@ -126,5 +126,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(message)
 
 
+class MissingExtraError(CharlmError):
+    """An optional feature's packages are not installed; the message says what to install."""
+
+
 class SeriesError(UsageError):
     """A series to forecast cannot be used: unreadable, not numbers, too short, constant, or out of order."""

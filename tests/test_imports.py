@@ -18,7 +18,7 @@ LAYERS = [
     {"config", "tokenizer", "device"},
     {"model", "data"},
     {"checkpoint"},
-    {"inference", "interpret"},
+    {"inference", "interpret", "onnx_export"},
     {"training"},
     {"series"},  # the forecaster trains with training's hooks; ui describes its runs
     {"ui"},

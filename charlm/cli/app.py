@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from charlm import __version__
-from charlm.cli import compare, evaluate, explain, forecast, info, sample, serve, train
+from charlm.cli import compare, evaluate, explain, export, forecast, info, sample, serve, train
 from charlm.cli.options import flag
 from charlm.cli.output import guard_stdio, silence_stdout
 from charlm.errors import CharlmError, OutputError
@@ -35,6 +35,7 @@ COMMANDS = (
     explain.explain,
     explain.units,
     compare.compare,
+    export.export,
     serve.serve,
     forecast.forecast,
 )
