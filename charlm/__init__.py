@@ -31,6 +31,8 @@ _LAZY = {
     "train": "charlm.api",
     "Run": "charlm.api",
     "CharlmWarning": "charlm.api",
+    # a model as ONNX
+    "export": "charlm.api",
     # errors
     "CharlmError": "charlm.errors",
     "UsageError": "charlm.errors",
@@ -40,7 +42,12 @@ _LAZY = {
     "CheckpointNotFoundError": "charlm.errors",
     "RunLockedError": "charlm.errors",
     "TrainingInterrupted": "charlm.errors",
-    # more capabilities register here, one line each: "export": "charlm.export", "forecast": "charlm.forecast"
+    "MissingExtraError": "charlm.errors",
+    "SeriesError": "charlm.errors",
+    # forecasting a numeric series
+    "forecast": "charlm.series.run",
+    "Forecast": "charlm.series.forecast",
+    # more capabilities register here, one line each
 }
 
 __all__ = [  # the same names as _LAZY (a test holds them equal), written out for tools that read __all__
@@ -50,31 +57,40 @@ __all__ = [  # the same names as _LAZY (a test holds them equal), written out fo
     "CheckpointNotFoundError",
     "CorpusError",
     "Explained",
+    "Forecast",
     "LineScore",
+    "MissingExtraError",
     "Model",
     "Run",
     "RunLockedError",
     "Score",
+    "SeriesError",
     "TrainingInterrupted",
     "UnknownCharactersError",
     "UsageError",
     "__version__",
+    "export",
+    "forecast",
     "load",
     "train",
 ]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports these on first use
-    from charlm.api import CharlmWarning, Explained, LineScore, Model, Run, Score, load, train
+    from charlm.api import CharlmWarning, Explained, LineScore, Model, Run, Score, export, load, train
     from charlm.errors import (
         CharlmError,
         CheckpointError,
         CheckpointNotFoundError,
         CorpusError,
+        MissingExtraError,
         RunLockedError,
+        SeriesError,
         TrainingInterrupted,
         UnknownCharactersError,
         UsageError,
     )
+    from charlm.series.forecast import Forecast
+    from charlm.series.run import forecast
 
 
 def __getattr__(name: str) -> Any:

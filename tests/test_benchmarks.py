@@ -52,3 +52,34 @@ def test_quality_records_validation_loss(tmp_path: Path, capsys: pytest.CaptureF
     rows = json.loads(out.read_text())
     assert len(rows) == 1 and rows[0]["steps"] == 3 and rows[0]["best_val_nats"] > 0
     assert "--hidden 16" in capsys.readouterr().out
+
+
+def test_export_benchmark_prints_sizes_bits_per_char_and_speed(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    import export as export_bench  # benchmarks/export.py
+
+    out = tmp_path / "export.json"
+    res = export_bench.main(["--quick", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    assert 0 < res["bytes"]["int8"] < res["bytes"]["fp32"]
+    bpc = res["bits_per_char"]
+    assert abs(bpc["fp32"] - bpc["charlm_evaluate"]) < 1e-4 and abs(bpc["int8"] - bpc["fp32"]) < 0.05
+    assert all(v > 0 for v in res["sample_chars_per_sec"].values())
+    assert res["machine"]["cpu"] and isinstance(res["machine"]["bf16_native"], bool)
+    for words in ("model.onnx size", "bits/char", "charlm sample", "load average", "bf16 native"):
+        assert words in printed
+
+
+def test_forecast_benchmark_prints_the_table_and_the_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("statsforecast", reason="the forecast-bench extra is not installed")
+    pytest.importorskip("statsmodels", reason="the forecast-bench extra is not installed")
+    import forecast
+
+    forecast.main(["--max-steps", "3"])
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ") and "bf16 native" in out
+    for series in ("co2 (monthly)", "sunspots (yearly)", "air passengers (monthly)"):
+        for method in ("charlm", "seasonal naive", "AutoETS"):
+            assert f"| {series} |" in out and f"| {method} |" in out
+    assert "pooled 80% coverage, charlm" in out and "100 paths x 100 steps" in out

@@ -37,12 +37,19 @@ FORMAT = "charlm-checkpoint"
 VERSION = 1
 META, WEIGHTS, STATE = "checkpoint.json", "model.safetensors", "state.safetensors"
 REQUIRED = ("format", "version", "model", "train", "vocab", "step")
+# A checkpoint's "kind": a language model (the default: checkpoint.json without the field), or a forecaster,
+# whose model and training fields its own package checks (charlm.series).
+KIND_REQUIRED = {"lm": REQUIRED, "forecaster": ("format", "version", "model", "train", "series", "step")}
 
 
 @dataclass
 class Checkpoint:
     path: Path  # the step-NNNNNNNN folder
     meta: dict[str, Any]  # its checkpoint.json, as read_meta checked it
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta.get("kind", "lm"))
 
     @property
     def step(self) -> int:
@@ -141,7 +148,10 @@ def _parse_meta(f: Path) -> dict[str, Any]:
         raise CheckpointError(f"{f}: not a readable checkpoint description ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{f}: not a charlm checkpoint")
-    missing = [k for k in REQUIRED if k not in meta]
+    kind = meta.get("kind", "lm")
+    if kind not in KIND_REQUIRED:
+        raise CheckpointError(f"{f}: a checkpoint of a kind this charlm does not know ({kind!r}); upgrade charlm")
+    missing = [k for k in KIND_REQUIRED[kind] if k not in meta]
     if not isinstance(meta.get("sha256", {}), dict):
         missing.append("sha256 (not a table)")
     if missing:
@@ -157,6 +167,10 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{f}: format version {meta['version']} is newer than this charlm reads ({VERSION}); upgrade charlm"
         )
+    if meta.get("kind", "lm") != "lm":
+        if not isinstance(meta["step"], int) or not isinstance(meta["model"], dict):
+            raise CheckpointError(f"{f}: a field has a wrong value (step or model)")
+        return meta
     try:
         model, vocab = ModelConfig.from_dict(meta["model"]), CharTokenizer.from_dict(meta["vocab"])
         TrainConfig.from_dict(meta["train"])
@@ -239,6 +253,8 @@ def load_model(ckpt: Checkpoint, device: torch.device | str = "cpu") -> tuple[Ch
     """The model, in eval mode on `device`, and its tokenizer: all that sampling and scoring need."""
     from charlm.model import CharLM
 
+    if ckpt.kind != "lm":
+        raise CheckpointError(f"{ckpt.path}: a {ckpt.kind}, not a language model (use it with: charlm forecast --from)")
     model = CharLM(ckpt.model_config)
     load_weights(ckpt, model)
     return model.to(device).eval(), ckpt.tokenizer

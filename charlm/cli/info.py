@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from charlm.cli.options import Ckpt, Quiet, load_model
+from charlm.cli.options import Ckpt, Quiet, resolve
 from charlm.cli.output import print_json
-from charlm.ui.console import err_console
+from charlm.ui.console import say
 
 
 def info(
@@ -18,9 +18,9 @@ def info(
     quiet: Quiet = False,
 ) -> None:
     """Describe a model: shape, size, vocabulary, training so far and the data it learned from."""
-    from charlm.ui.info import render
+    from charlm.ui.info import describe, render
 
-    d = load_model(checkpoint, "auto", quiet).info
+    d = describe(resolve(checkpoint, quiet))
     if json_out:
         print_json(d)
     else:
@@ -39,4 +39,4 @@ def plot(
 
     written = plot_run(checkpoint, output)
     if written is not None and not quiet:
-        err_console.print(f"wrote {written}", soft_wrap=True)
+        say(f"wrote {written}")
