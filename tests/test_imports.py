@@ -22,7 +22,8 @@ LAYERS = [
     {"training"},
     {"series"},  # the forecaster trains with training's hooks; ui describes its runs
     {"ui"},
-    {"api", "serve"},
+    {"api"},
+    {"serve"},  # the server loads and runs its model through the Python API
     {"cli"},
     {"__main__"},
 ]

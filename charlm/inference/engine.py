@@ -41,7 +41,8 @@ from charlm.inference.sample import (
 from charlm.tokenizer import CharTokenizer, OnUnknown
 
 if TYPE_CHECKING:
-    from charlm.api import Model
+    import torch
+
     from charlm.checkpoint import Checkpoint
     from charlm.inference.gru_numpy import GRUWeights
 
@@ -203,12 +204,28 @@ class TorchModel:
         return self.begin(0, step.state[:, list(rows)]) if len(rows) else None
 
 
+class Model(Protocol):
+    """What the engine needs of a loaded model: `charlm.Model` (from `charlm.load`) is one."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def checkpoint(self) -> Checkpoint: ...
+    @property
+    def tokenizer(self) -> CharTokenizer: ...
+    @property
+    def module(self) -> Any: ...
+    @property
+    def torch_device(self) -> torch.device: ...
+    def numpy_weights(self, streams: int = 1) -> GRUWeights | None: ...
+
+
 @dataclass
 class Served:
     """One model as the engine serves it: its name, the model (a `charlm.Model`) and how it steps batches."""
 
     name: str
-    model: Model
+    model: Model  # a charlm.Model (the server also scores and explains with it)
     backend: Backend
 
     @property
