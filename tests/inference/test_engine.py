@@ -145,3 +145,22 @@ def test_other_cells_step_through_torch_and_seeds_still_match(cell: str, save_mo
         assert all(len(t) == 300 for g in others for t in g.texts)
     finally:
         eng.close()
+
+
+def test_shared_groups_step_on_int8_from_32_samples_seeded_ones_as_sample_does(tiny_run: Path) -> None:
+    import torch
+
+    from charlm.inference.gru_numpy import GRUStep
+
+    if torch.backends.quantized.engine == "none":
+        pytest.skip("this torch has no int8 kernels")
+    backend = E.load_served(charlm.load(tiny_run)).backend
+    parts = [backend.begin(1) for _ in range(E.SHARED_INT8_MIN)]
+    backend.feed(parts[0], [3, 4, 5])
+    assert isinstance(backend.begin(E.SHARED_INT8_MIN), GRUStep)  # a seeded group: NumPy below 64, as sample
+    assert isinstance(backend.begin(sampling.INT8_MIN_BATCH), E._Int8Step)
+    assert isinstance(backend.join(parts[:-1]), GRUStep)
+    joined = backend.join(parts)
+    assert isinstance(joined, E._Int8Step)
+    np.testing.assert_allclose(joined.state()[:, 0], parts[0].state()[:, 0], rtol=1e-6)  # its state came along
+    assert isinstance(backend.keep(joined, list(range(E.SHARED_INT8_MIN - 1))), GRUStep)
