@@ -9,15 +9,17 @@ torchrun rank 0 makes it and sends it to the other ranks (charlm.training.run).
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from charlm import checkpoint as ckpt_io
+from charlm.checkpoint.manifest import folder_problem
 from charlm.config import ModelConfig, TrainConfig, parse_duration
 from charlm.data.corpus import STDIN
 from charlm.data.encode import CorpusChanged, EncodedCorpus, encode_corpus
-from charlm.errors import CheckpointError, CorpusError, UsageError
+from charlm.errors import CharlmError, CheckpointError, CorpusError, UsageError
 from charlm.tokenizer import CharTokenizer
 from charlm.training.auto import configure
 from charlm.training.trainer import OnEvent, warn
@@ -103,8 +105,8 @@ def _check_out(req: TrainRequest, problems: list[str]) -> Path:
             return ckpt_io.DEFAULT_ROOT / "stdin"
         out = runs[-1]
     out = out if out is not None else default_out(req.corpus, fresh=not req.resume)
-    if out.exists() and not out.is_dir():
-        problems.append(f"--out {out}: is a file, not a folder")
+    if (why := folder_problem(out)) is not None:  # new, empty, or a charlm run folder: never a user's folder
+        problems.append(why)
     elif ckpt_io.is_locked(out):
         problems.append(
             f"--out {out}: another charlm train is writing to this run folder; wait for it or use another --out"
@@ -127,16 +129,21 @@ def _resume(
     if not req.resume or problems:
         return None, req, cfg
     ck = ckpt_io.resolve(out, "latest")
-    old = ck.train_config
+    lacking = [k for k in ("data", "optimizer") if k not in ck.meta]
+    lacking += ["data.offset"] if "data" in ck.meta and "offset" not in ck.meta["data"] else []
+    if lacking:
+        problems.append(f"--resume: {ck.path / ckpt_io.META} lacks what a resume needs ({', '.join(lacking)})")
+        return None, req, cfg
+    old, old_model = ck.train_config, ck.model_config
     if req.val is None and ck.meta["data"].get("val_source"):
         req = replace(req, val=ck.meta["data"]["val_source"])
-    ignored = [
-        k
+    fixed = [
+        f"--{k.replace('_', '-')} (the run's is {getattr(old_model if k in MODEL_KEYS else old, k)!r})"
         for k, v in req.overrides.items()
-        if k not in RESUMABLE_KEYS and v != getattr(old, k, v) and k not in MODEL_KEYS
+        if k not in RESUMABLE_KEYS and v != getattr(old_model if k in MODEL_KEYS else old, k, v)
     ]
-    if ignored:
-        problems.append(f"--resume keeps the run's settings; these cannot change: {', '.join(ignored)}")
+    if fixed:
+        problems.append(f"--resume keeps the run's model and settings; these cannot change: {', '.join(fixed)}")
     # the values as _configs read them (a --max-time of "4s" is seconds by now)
     cfg = replace(old, **{k: getattr(cfg, k) for k in req.overrides if k in RESUMABLE_KEYS})
     problems += cfg.problems()
@@ -189,8 +196,31 @@ def _encode(
     return None
 
 
-def plan_run(req: TrainRequest, on_event: OnEvent | None = None, world_size: int = 1) -> RunPlan:
-    """Check the request as a whole and encode its corpus; raises UsageError listing every problem."""
+def plan_run(
+    req: TrainRequest, on_event: OnEvent | None = None, world_size: int = 1, hold: ExitStack | None = None
+) -> RunPlan:
+    """Check the request as a whole, lock the run folder, and encode its corpus; raises UsageError listing
+    every problem. The lock is taken before anything is written into the run folder; with `hold` it stays
+    held (by that stack) after the plan is made, else it is released when the plan is returned."""
+    with ExitStack() as own:
+        return _plan(req, on_event, world_size, hold if hold is not None else own)
+
+
+def _lock(out: Path, req: TrainRequest, hold: ExitStack, problems: list[str]) -> ckpt_io.RunLock | None:
+    """Take the run lock (it creates and marks the folder), then check again what only the holder can be sure
+    of: that another run did not just start there."""
+    lock = ckpt_io.RunLock(out)
+    try:
+        hold.enter_context(lock)
+    except CharlmError as e:
+        problems.append(str(e))
+        return None
+    if not req.resume and ckpt_io.list_checkpoints(out):
+        problems.append(f"--out {out}: already holds a run; add --resume to continue it, or choose another --out")
+    return lock
+
+
+def _plan(req: TrainRequest, on_event: OnEvent | None, world_size: int, hold: ExitStack) -> RunPlan:
     problems: list[str] = []
     model_over, cfg = _configs(req, problems)
     if req.resume and req.init_from:
@@ -206,8 +236,11 @@ def plan_run(req: TrainRequest, on_event: OnEvent | None = None, world_size: int
             f"--batch-size {cfg.batch_size} (the global number of streams) cannot be split evenly across "
             f"{world_size} processes; use a multiple of {world_size}"
         )
+    lock = _lock(out, req, hold, problems) if corpus and not problems else None
     enc = _encode(req, out, corpus, cfg, resume_ck or init_ck, on_event, problems) if corpus else None
     if problems:
+        if lock is not None:
+            lock.discard()  # refused after all: leave no empty run folder behind
         raise UsageError(problems)
     assert enc is not None
     info = {
