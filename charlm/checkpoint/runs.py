@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +28,7 @@ from charlm.errors import CheckpointError, CheckpointNotFoundError
 
 DEFAULT_ROOT = Path("checkpoints")
 Which = Literal["best", "latest"]
-RETRIES = 8
+RETRIES = 20
 
 
 def _step_folders(run: Path) -> list[Path]:
@@ -123,6 +124,7 @@ def resolve(path: Path | None, which: Which = "best", root: Path = DEFAULT_ROOT)
         try:
             return chosen.pin()
         except CheckpointError:
+            time.sleep(0.01)  # pruned between listing and opening: list again
             continue
     raise _nothing_readable(path)
 

@@ -105,7 +105,9 @@ class Trainer:
 
     def _restore(self, ck: ckpt_io.Checkpoint) -> None:
         ckpt_io.load_weights(ck, self.model)
-        t = ckpt_io.read_tensors(ck.path, ckpt_io.STATE)
+        t = ckpt_io.read_tensors(ck, ckpt_io.STATE)
+        hidden_shape = (self.model.state_layers, self.cfg.batch_size, self.model.config.hidden)
+        state.check_state(t, self.opt, ck, hidden_shape)  # before any of it reaches the optimizer
         state.load_optimizer(self.opt, t, ck)
         meta = ck.meta
         rows = self.rank.rows(self.cfg.batch_size)  # this rank's rows of the full state (all of them, alone)
@@ -117,7 +119,7 @@ class Trainer:
             self.plateau.patience = max(self.cfg.patience, 1)  # --patience may change on resume
         self.auto = meta.get("auto")
         self.best_val_bpc = meta.get("best_val_bpc")
-        self.streams.offset = int(meta["data"]["offset"])
+        self.streams.offset = state.stream_offset(meta, self.streams.stream_len, self.cfg.seq_len, ck)
         saved = int(meta.get("distributed", {}).get("world_size", 1))  # how many processes wrote it
         if not state.restore_rng(t, self.device, self.rank, saved):
             self._seed_rank()
