@@ -9,6 +9,7 @@ file with its digest updated) are also what the tests use to build the same dama
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -60,7 +61,11 @@ def charlm(args: list[str], cwd: Path, stdin: bytes = b"", subprocess_: bool = F
         env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
         try:
             p = subprocess.run(
-                [sys.executable, "-m", "charlm", *args], cwd=cwd, input=stdin, capture_output=True, env=env,
+                [sys.executable, "-m", "charlm", *args],
+                cwd=cwd,
+                input=stdin,
+                capture_output=True,
+                env=env,
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
@@ -86,10 +91,8 @@ def charlm(args: list[str], cwd: Path, stdin: bytes = b"", subprocess_: bool = F
         code = "crash: an exception escaped main()"
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(ValueError):  # closed by charlm after a broken pipe
                 stream.flush()
-            except ValueError:
-                pass
         out.flush()
         err.flush()
         sys.argv, sys.stdin, sys.stdout, sys.stderr, cwd_was = saved
@@ -216,12 +219,19 @@ META_DAMAGE: dict[str, Callable[[Path], None]] = {
         for s in steps(run)
     ],
     "code-point-1e300": lambda run: [
-        write_meta_text(s, json.dumps(json.loads((s / "checkpoint.json").read_text())).replace(
-            '"code_points": [', '"code_points": [1e300, ', 1)) for s in steps(run)
+        write_meta_text(
+            s,
+            json.dumps(json.loads((s / "checkpoint.json").read_text())).replace(
+                '"code_points": [', '"code_points": [1e300, ', 1
+            ),
+        )
+        for s in steps(run)
     ],
     "deep-json": lambda run: [write_meta_text(s, "[" * 100_000 + "]" * 100_000) for s in steps(run)],
     "5000-digit-int": lambda run: [
-        write_meta_text(s, (s / "checkpoint.json").read_text().replace('"step": ', '"step": ' + "9" * 5000 + ', "y": ', 1))
+        write_meta_text(
+            s, (s / "checkpoint.json").read_text().replace('"step": ', '"step": ' + "9" * 5000 + ', "y": ', 1)
+        )
         for s in steps(run)
     ],
     "huge-file": lambda run: [write_meta_text(s, " " * (65 << 20) + "{}") for s in steps(run)],
@@ -271,14 +281,17 @@ def _state_case(change: Callable[[dict[str, Any]], None]) -> Callable[[Path, Pat
     return case
 
 
-def _weights_case(change: Callable[[dict[str, Any]], None], command: str, ok: bool = False) -> Callable[
-    [Path, Path], str | None
-]:
+def _weights_case(
+    change: Callable[[dict[str, Any]], None], command: str, ok: bool = False
+) -> Callable[[Path, Path], str | None]:
     def case(work: Path, run: Path) -> str | None:
         for s in steps(run):
             rewrite_tensors(s, "model.safetensors", change)
         (work / "t.txt").write_text("the cat sees fish.\n")
-        args = {"sample": ["sample", str(run), "--length", "20", "--seed", "1"], "evaluate": ["evaluate", str(run), "t.txt"]}
+        args = {
+            "sample": ["sample", str(run), "--length", "20", "--seed", "1"],
+            "evaluate": ["evaluate", str(run), "t.txt"],
+        }
         r = charlm(args[command], work)
         return worked(r) if ok else refused(r, "model.safetensors")
 
@@ -388,7 +401,9 @@ def case_prune_skips_user_files_in_run(work: Path, run: Path) -> str | None:
     (run / "linked").mkdir()
     (run / "linked" / "x.txt").write_text("linked")
     os.symlink(run / "linked", run / ".trash-step-00000002-9")
-    r = charlm(["train", "--resume", "--out", str(run), "--max-steps", "12", "--save-every", "1", "--keep", "1", "-q"], work)
+    r = charlm(
+        ["train", "--resume", "--out", str(run), "--max-steps", "12", "--save-every", "1", "--keep", "1", "-q"], work
+    )
     return worked(r) or _untouched(run, files) or (None if (run / "linked" / "x.txt").exists() else "followed a link")
 
 
@@ -460,9 +475,24 @@ def case_two_trains_at_once(work: Path, run: Path) -> str | None:
     out = work / "same"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "charlm", "train", str(work / n), "--out", str(out), *TINY, "--max-steps", "30",
-             "--eval-every", "15", "-q"],
-            cwd=work, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "charlm",
+                "train",
+                str(work / n),
+                "--out",
+                str(out),
+                *TINY,
+                "--max-steps",
+                "30",
+                "--eval-every",
+                "15",
+                "-q",
+            ],
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stderr=subprocess.PIPE,
         )
         for n in ("a.txt", "b.txt")
     ]
@@ -564,8 +594,24 @@ def case_resume_with_model_options(work: Path, run: Path) -> str | None:
 def case_init_from_vocab_grows(work: Path, run: Path) -> str | None:
     """Fine-tuning on text with new characters: the vocabulary grows and training starts."""
     (work / "new.txt").write_text(tiny_text().replace("a", "ä") + "ÅÖ\n")
-    r = charlm(["train", "new.txt", "--init-from", str(run), "--out", "ft", "--max-steps", "2", "--batch-size", "4",
-                "--seq-len", "16", "-q"], work)
+    r = charlm(
+        [
+            "train",
+            "new.txt",
+            "--init-from",
+            str(run),
+            "--out",
+            "ft",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "16",
+            "-q",
+        ],
+        work,
+    )
     return worked(r)
 
 
@@ -634,12 +680,18 @@ Case = tuple[str, bool, Callable[[Path, Path], "str | None"]]
 
 CASES: list[Case] = [
     *[(f"meta-{name}-sample", True, _meta_case(d, "sample")) for name, d in META_DAMAGE.items()],
-    *[(f"meta-{name}-info", name in ("metrics-as-list", "val_bpc-string", "version-string"), _meta_case(d, "info"))
-      for name, d in META_DAMAGE.items()],
+    *[
+        (f"meta-{name}-info", name in ("metrics-as-list", "val_bpc-string", "version-string"), _meta_case(d, "info"))
+        for name, d in META_DAMAGE.items()
+    ],
     *[(f"meta-{name}-resume", True, _resume_case(d)) for name, d in META_RESUME_DAMAGE.items()],
     ("state-moment-smaller", True, _state_case(_moment(-1))),
     ("state-moment-larger", False, _state_case(_moment(1))),
-    ("state-moment-wrong-dtype", False, _state_case(lambda t: t.update({k: t[k].double() for k in t if k.endswith("exp_avg_sq")}))),
+    (
+        "state-moment-wrong-dtype",
+        False,
+        _state_case(lambda t: t.update({k: t[k].double() for k in t if k.endswith("exp_avg_sq")})),
+    ),
     ("state-rng-short", False, _state_case(lambda t: t.update({"rng.cpu": t["rng.cpu"][:10].clone()}))),
     ("weights-nan-sample", True, _weights_case(_nan, "sample")),
     ("weights-nan-evaluate", True, _weights_case(_nan, "evaluate")),

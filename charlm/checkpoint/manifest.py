@@ -92,6 +92,5 @@ def folder_problem(folder: Path, option: str = "--out") -> str | None:
         return None
     shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
     return (
-        f"{option} {folder}: is not a charlm run folder and not empty (it holds {shown}); "
-        "choose a new or empty folder"
+        f"{option} {folder}: is not a charlm run folder and not empty (it holds {shown}); choose a new or empty folder"
     )

@@ -116,16 +116,19 @@ def resolve(path: Path | None, which: Which = "best", root: Path = DEFAULT_ROOT)
     path = _given_folder(path, root)
     if (path / META).exists() or is_step_dir(path):
         return Checkpoint(path, read_meta(path)).pin()
-    for _ in range(RETRIES):  # a run training there may prune the one picked before its weights are opened
+    # A run training there may prune the checkpoint picked (or every one listed) before its weights are
+    # opened; then the folder is listed again, and the newer checkpoint that replaced it is found.
+    for _ in range(RETRIES):
         ckpts = list_checkpoints(path)
-        if not ckpts:
+        if ckpts:
+            chosen = (best_of(ckpts) if which == "best" else ckpts[-1]) or ckpts[-1]
+            try:
+                return chosen.pin()
+            except CheckpointError:
+                pass
+        elif not _step_folders(path):
             break
-        chosen = (best_of(ckpts) if which == "best" else ckpts[-1]) or ckpts[-1]
-        try:
-            return chosen.pin()
-        except CheckpointError:
-            time.sleep(0.01)  # pruned between listing and opening: list again
-            continue
+        time.sleep(0.01)
     raise _nothing_readable(path)
 
 

@@ -316,8 +316,10 @@ def read_header(f: Any, size: int) -> dict[str, TensorInfo]:
             raise Bad(f"{where}: data_offsets must be two numbers")
         start, end = (_whole(o, f"{where}: an offset", 0, data_size) for o in offsets)
         if end - start != math.prod(shape) * DTYPE_SIZES[dtype]:
-            raise Bad(f"{where}: shape {list(shape)} of {dtype} needs {math.prod(shape) * DTYPE_SIZES[dtype]:,} "
-                      f"bytes but its offsets span {end - start:,}")
+            raise Bad(
+                f"{where}: shape {list(shape)} of {dtype} needs {math.prod(shape) * DTYPE_SIZES[dtype]:,} "
+                f"bytes but its offsets span {end - start:,}"
+            )
         out[name] = TensorInfo(dtype, shape, start, end)
     return out
 

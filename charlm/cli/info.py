@@ -18,9 +18,10 @@ def info(
     quiet: Quiet = False,
 ) -> None:
     """Describe a model: shape, size, vocabulary, training so far and the data it learned from."""
+    from charlm.ui.console import warn
     from charlm.ui.info import describe, render
 
-    d = describe(resolve(checkpoint, quiet))
+    d = describe(resolve(checkpoint, quiet), None if quiet else warn)
     if json_out:
         print_json(d)
     else:
@@ -32,11 +33,14 @@ def plot(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="PNG to write, - for stdout. \\[default: RUN/curve.png]")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing file that charlm did not write.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Draw a run's training curve (train and validation bits/char) as a PNG; needs matplotlib."""
     from charlm.ui.plot import plot_run
 
-    written = plot_run(checkpoint, output)
+    written = plot_run(checkpoint, output, force)
     if written is not None and not quiet:
         err_console.print(f"wrote {written}", soft_wrap=True)

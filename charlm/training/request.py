@@ -185,6 +185,7 @@ def _encode(
             vocab=known.tokenizer if known is not None else None,
             expect=expect,
             write=not problems,
+            warn=lambda message: warn(on_event, message),
         )
     except CorpusChanged:
         problems.append(

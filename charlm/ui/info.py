@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from charlm import checkpoint as ckpt_io
@@ -10,7 +11,8 @@ from charlm.tokenizer import describe_char
 from charlm.ui.charts import curves, metric_series
 
 
-def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
+def describe(ck: ckpt_io.Checkpoint, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What `info` shows; `warn` hears of damaged lines in the run's metrics.jsonl."""
     m, t, meta = ck.model_config, ck.train_config, ck.meta
     run = ck.path.parent
     ckpts = ckpt_io.list_checkpoints(run)
@@ -28,7 +30,7 @@ def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
         "latest_checkpoint": str(ckpts[-1].path) if ckpts else None,
         "training": t.to_dict(),
         "data": meta.get("data", {}),
-        "metrics": ckpt_io.read_metrics(run),
+        "metrics": ckpt_io.read_metrics(run, warn),
         "charlm_version": meta.get("charlm_version"),
         "auto": meta.get("auto"),
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from charlm import checkpoint as ckpt_io
+from charlm import outfile
 from charlm.errors import CharlmError
 from charlm.ui.charts import metric_points
 
@@ -63,25 +64,27 @@ def _draw(series: dict[str, list[tuple[Any, float]]], out: Path | BinaryIO, titl
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, format="png")
+    fig.savefig(out, format="png", metadata={"Software": outfile.PNG_SOFTWARE})  # how charlm knows its own PNG
     plt.close(fig)
 
 
-def plot_run(checkpoint: Path | None, output: Path | None) -> Path | None:
+def plot_run(checkpoint: Path | None, output: Path | None, force: bool = False) -> Path | None:
     """Plot the run holding `checkpoint` (or every run in a `charlm compare` folder) to `output` (default
-    RUN/curve.png; "-" is stdout); the file written."""
+    RUN/curve.png; "-" is stdout); the file written. An existing file is replaced only as charlm.outfile allows."""
     parent = checkpoint is not None and checkpoint.is_dir() and not ckpt_io.list_checkpoints(checkpoint)
     if parent and compared_runs(checkpoint):
-        return _write(lambda out: plot_compared(checkpoint, out), output or checkpoint / "curve.png")
+        return _write(lambda out: plot_compared(checkpoint, out), output or checkpoint / "curve.png", force)
     run = ckpt_io.resolve(checkpoint, "best").path.parent
     metrics = ckpt_io.read_metrics(run)
-    return _write(lambda out: plot_metrics(metrics, out, title=run.name), output or run / "curve.png")
+    return _write(lambda out: plot_metrics(metrics, out, title=run.name), output or run / "curve.png", force)
 
 
-def _write(draw: Callable[[Path | BinaryIO], None], target: Path) -> Path | None:
+def _write(draw: Callable[[Path | BinaryIO], None], target: Path, force: bool) -> Path | None:
     if str(target) == "-":
         draw(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return None
-    draw(target)
+    outfile.check_file(target, option="--output", kind="png", force=force)
+    with outfile.replacing(target, option="--output") as f:
+        draw(f)
     return target
