@@ -71,6 +71,7 @@ class RunLock:
         self._fd: int | None = None
         self.created = False
         self._marked = False  # whether taking it wrote the manifest
+        self._made: list[Path] = []
 
     def __enter__(self) -> RunLock:
         import fcntl
@@ -78,8 +79,10 @@ class RunLock:
         if (problem := manifest.folder_problem(self.run)) is not None:
             raise UsageError(problem)
         try:
-            self.created = not self.run.exists()
+            missing = [p for p in (self.run, *self.run.parents) if not p.exists()]
+            self.created = bool(missing)
             self.run.mkdir(parents=True, exist_ok=True)
+            self._made = missing  # the run folder and any folders above it that taking the lock created
             self._fd = os.open(self.run / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             raise UsageError(f"--out {self.run}: cannot create the run folder ({e.strerror or e})") from None
@@ -110,7 +113,8 @@ class RunLock:
             for name in ours:
                 (self.run / name).unlink(missing_ok=True)
             if self.created and self._marked:
-                self.run.rmdir()
+                for folder in self._made:  # innermost first; each only if empty
+                    folder.rmdir()
         except OSError:
             pass
 
