@@ -227,6 +227,9 @@ def _plan(req: TrainRequest, on_event: OnEvent | None, world_size: int, hold: Ex
     if req.resume and req.init_from:
         problems.append("--resume and --init-from cannot be used together")
     out = _check_out(req, problems)
+    # A resumed run is locked before its checkpoint is read: taking the lock clears what a killed run left
+    # half done (a checkpoint set aside by a re-save is put back), so the checkpoint read is the one that stays.
+    lock = _lock(out, req, hold, problems) if req.resume and not problems else None
     resume_ck, req, cfg = _resume(req, out, cfg, problems)
     init_ck = _init_from(req, problems)
     corpus = req.corpus or (resume_ck.meta["data"].get("sources", []) if resume_ck else [])
@@ -237,7 +240,8 @@ def _plan(req: TrainRequest, on_event: OnEvent | None, world_size: int, hold: Ex
             f"--batch-size {cfg.batch_size} (the global number of streams) cannot be split evenly across "
             f"{world_size} processes; use a multiple of {world_size}"
         )
-    lock = _lock(out, req, hold, problems) if corpus and not problems else None
+    if lock is None and corpus and not problems:
+        lock = _lock(out, req, hold, problems)
     enc = _encode(req, out, corpus, cfg, resume_ck or init_ck, on_event, problems) if corpus else None
     if problems:
         if lock is not None:
