@@ -267,8 +267,8 @@ def check(meta: Any, format_name: str, version: int) -> dict[str, Any]:
     _optional(meta, "data", check_data)
     _optional(meta, "optimizer", check_optimizer)
     _optional(meta, "plateau", check_plateau)
-    if meta.get("auto") is not None:
-        _optional(_table(meta["auto"], "auto"), "reason", _text, "auto.reason")
+    if meta.get("auto"):  # what automatic configuration chose: info shows its reason
+        _text(_table(meta["auto"], "auto").get("reason"), "auto.reason")
     if meta.get("distributed") is not None:
         _whole(_table(meta["distributed"], "distributed").get("world_size"), "distributed.world_size", 1, 1 << 20)
     if meta.get("sha256") is not None:

@@ -84,6 +84,10 @@ def check_state(
             )
     if "rng.cpu" not in t:
         raise _bad(ck, "rng.cpu is missing")
+    for i in sorted({int(k.split(".")[1]) for k in t if k.startswith("optim.")}):
+        lacking = [n for n in ("step", *MOMENTS) if f"optim.{i}.{n}" not in t]
+        if lacking:
+            raise _bad(ck, f"optim.{i} lacks {', '.join(lacking)}")
 
 
 def load_optimizer(opt: torch.optim.Optimizer, t: dict[str, torch.Tensor], ck: ckpt_io.Checkpoint) -> None:
