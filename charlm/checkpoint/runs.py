@@ -138,26 +138,26 @@ def _removable(path: Path) -> bool:
     return name_ok and is_real_dir(path) and holds_only_checkpoint_files(path)
 
 
-def _remove(path: Path) -> None:
-    """Delete a checkpoint folder: renamed away first (one atomic step), so no half-deleted one keeps its name."""
+def _remove(path: Path) -> bool:
+    """Delete a checkpoint folder: renamed away first (one atomic step), so no half-deleted one keeps its name.
+    False, and nothing done, for a folder that is not purely charlm's (see _removable)."""
     if not _removable(path):
-        return
+        return False
     trash = aside(path, "trash")
     try:
         path.rename(trash)
     except OSError:
-        return
+        return False
     shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 def prune(run: Path, keep: int) -> list[Path]:
-    """Delete all but the `keep` newest checkpoints and the best one; returns what was deleted."""
+    """Delete all but the `keep` newest checkpoints and the best one; returns what was deleted. A step folder
+    that holds anything but checkpoint files, or is a symbolic link, is left alone."""
     ckpts = list_checkpoints(run)
     keep_set = {c.path for c in ckpts[-keep:]}
     best = best_of(ckpts)
     if best is not None:
         keep_set.add(best.path)
-    gone = [c.path for c in ckpts if c.path not in keep_set]
-    for p in gone:
-        _remove(p)
-    return gone
+    return [c.path for c in ckpts if c.path not in keep_set and _remove(c.path)]
