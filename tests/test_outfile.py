@@ -27,7 +27,7 @@ pytest.importorskip("matplotlib")
 
 # option -> (the command writing DEST, the kind of file it writes)
 OPTIONS: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
-    "explain --html": (lambda run, dest: ["explain", str(run), "text.txt", "--html", str(dest), "-q"], "html"),
+    "explain --html": (lambda run, dest: ["explain", str(run), "t.txt", "--html", str(dest), "-q"], "html"),
     "plot -o": (lambda run, dest: ["plot", str(run), "-o", str(dest), "-q"], "png"),
 }
 
@@ -47,17 +47,6 @@ def _own_file(option: str) -> Callable[[Path, Path], Path]:
     return make
 
 
-def _hard_link_to_input(work: Path, run: Path) -> Path:
-    os.link(work / "text.txt", work / "alias")
-    return work / "alias"
-
-
-def _symlink(work: Path, run: Path) -> Path:
-    (work / "target.txt").write_text("pointed at\n")
-    os.symlink(work / "target.txt", work / "link")
-    return work / "link"
-
-
 def _folder(work: Path, run: Path) -> Path:
     (work / "dir").mkdir()
     return work / "dir"
@@ -67,9 +56,9 @@ def _folder(work: Path, run: Path) -> Path:
 TARGETS: dict[str, tuple[Callable[..., Path], bool, bool]] = {
     "new file": (lambda work, run: work / "new.out", False, False),
     "user file": (_user_file, True, False),
-    "the input": (lambda work, run: work / "text.txt", True, False),
-    "hard link to the input": (_hard_link_to_input, True, False),
-    "symbolic link": (_symlink, True, False),
+    "the input": (redteam._the_input, True, False),
+    "hard link to the input": (redteam._hard_link_to_input, True, False),
+    "symbolic link": (redteam._symlink_to_user_file, True, False),
     "folder": (_folder, True, True),
     "weights in a run": (lambda work, run: redteam.steps(run)[-1] / "model.safetensors", True, True),
     "metrics of a run": (lambda work, run: run / "metrics.jsonl", True, True),
@@ -90,7 +79,7 @@ def test_every_output_option_against_every_existing_file(
     run = shutil.copytree(tiny_run, tmp_path / "run")
     work = tmp_path / "work"
     work.mkdir()
-    (work / "text.txt").write_text("the cat sees the moon.\n")
+    (work / "t.txt").write_text("the cat sees the moon.\n")
     make, refused, refused_forced = TARGETS[target]
     dest = make(work, run)
     before = _snapshot(work, run)
@@ -106,13 +95,13 @@ def test_every_output_option_against_every_existing_file(
     changed = {k for k, v in _snapshot(work, run).items() if before.get(k) != v}
     assert changed == {str(dest)}, changed  # only the name written, never what a link led to
     if link_target is not None:
-        assert not dest.is_symlink() and Path(link_target).read_text() == "pointed at\n"
+        assert not dest.is_symlink() and Path(link_target).read_text() == "mine"
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_a_file_charlm_wrote_is_written_again(option: str, tiny_run: Path, tmp_path: Path) -> None:
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    (tmp_path / "text.txt").write_text("the cat sees the moon.\n")
+    (tmp_path / "t.txt").write_text("the cat sees the moon.\n")
     dest = _own_file(option)(tmp_path, run)
     os.utime(dest, (0, 0))
     command, _ = OPTIONS[option]

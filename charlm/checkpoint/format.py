@@ -106,14 +106,18 @@ def save(run: Path, meta: dict[str, Any], weights: dict[str, torch.Tensor], stat
 # ---------------------------------------------------------------- reading
 
 
+def _unreadable(f: Path, e: OSError) -> CheckpointError:
+    return CheckpointError(
+        f"{f}: missing" if isinstance(e, FileNotFoundError) else f"{f}: cannot read it ({e.strerror or e})"
+    )
+
+
 def _parse_meta(f: Path) -> dict[str, Any]:
     """checkpoint.json parsed with limits and held to the whole schema (charlm.checkpoint.schema)."""
     try:
         meta = schema.parse(schema.read_capped(f))
-    except FileNotFoundError:
-        raise CheckpointError(f"{f}: missing") from None
     except OSError as e:
-        raise CheckpointError(f"{f}: cannot read it ({e.strerror or e})") from None
+        raise _unreadable(f, e) from None
     except schema.Bad as e:
         raise CheckpointError(f"{f}: not a readable checkpoint description (it {e})") from None
     try:
@@ -129,10 +133,8 @@ def _header(f: Path, data: bytes | None = None) -> dict[str, schema.TensorInfo]:
             return schema.read_header(io.BytesIO(data), len(data))
         with open(f, "rb") as fh:
             return schema.read_header(fh, os.fstat(fh.fileno()).st_size)
-    except FileNotFoundError:
-        raise CheckpointError(f"{f}: missing") from None
     except OSError as e:
-        raise CheckpointError(f"{f}: cannot read it ({e.strerror or e})") from None
+        raise _unreadable(f, e) from None
     except schema.Bad as e:
         raise CheckpointError(f"{f}: damaged or not a safetensors file ({e})") from None
 
@@ -167,10 +169,8 @@ class Checkpoint:
         if self.pinned is None:
             try:
                 self.pinned = open(self.path / WEIGHTS, "rb")  # noqa: SIM115 (held for the object's life)
-            except FileNotFoundError:
-                raise CheckpointError(f"{self.path / WEIGHTS}: missing") from None
             except OSError as e:
-                raise CheckpointError(f"{self.path / WEIGHTS}: cannot read it ({e.strerror or e})") from None
+                raise _unreadable(self.path / WEIGHTS, e) from None
         return self
 
     @property
@@ -215,9 +215,7 @@ def _read_bytes(source: Checkpoint | Path, name: str) -> bytes:
             return source.pinned.read()
         return f.read_bytes()
     except OSError as e:
-        raise CheckpointError(
-            f"{f}: missing" if isinstance(e, FileNotFoundError) else f"{f}: cannot read it ({e.strerror or e})"
-        ) from None
+        raise _unreadable(f, e) from None
 
 
 def _numpy_tensors(data: bytes, header: dict[str, schema.TensorInfo]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from charlm import checkpoint as ckpt_io
+from charlm.checkpoint.manifest import folder_problem
 from charlm.config import CELLS, ModelConfig
 from charlm.errors import UsageError
 from charlm.model import count_params
@@ -98,6 +99,9 @@ def check_parent(parent: Path, cells: list[str]) -> None:
         )
     if parent.exists() and not parent.is_dir():
         raise UsageError(f"--out {parent}: is a file, not a folder")
+    problems = [p for c in cells if (p := folder_problem(parent / c)) is not None]
+    if problems:  # a cell's folder that is the user's: refused before the first cell trains
+        raise UsageError(problems[0])
 
 
 TrainOne = Callable[[str, dict[str, Any], Path], Any]  # (cell, settings, run folder) -> TrainResult
