@@ -164,6 +164,10 @@ class Checkpoint:
     def __getstate__(self) -> dict[str, Any]:  # sent to other processes under torchrun: without the open file
         return {"path": self.path, "meta": self.meta, "pinned": None}
 
+    def __del__(self) -> None:
+        if self.pinned is not None:
+            self.pinned.close()
+
     def pin(self) -> Checkpoint:
         """Open the weight file now, so that reading it later gets these weights even if the folder is deleted."""
         if self.pinned is None:

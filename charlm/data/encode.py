@@ -224,12 +224,12 @@ def _valid_cache(meta: Any, stamp: dict[str, Any]) -> bool:
     """Whether ids.json is a table of the figures this module writes, for these very files."""
     if not isinstance(meta, dict) or meta.get("stamp") != stamp:
         return False
-    whole = [meta.get(k) for k in ("chars", "val_chars")]
-    if not all(type(v) is int and v >= 0 for v in whole) or whole[1] > whole[0]:
+    chars, val_chars = meta.get("chars"), meta.get("val_chars")
+    if not (type(chars) is int and type(val_chars) is int and 0 <= val_chars <= chars):
         return False
     try:
         CharTokenizer.from_dict(meta["vocab"])
-        CharTokenizer.from_dict(meta.get("text_vocab", meta["vocab"]))
+        CharTokenizer.from_dict(meta.get("text_vocab") or meta["vocab"])
     except (KeyError, TypeError, ValueError, OverflowError):
         return False
     return isinstance(meta.get("fingerprint"), str)

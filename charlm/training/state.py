@@ -53,6 +53,7 @@ def check_state(
     a scalar, the RNG states byte tensors of the generator's size, the carried state (layers, batch, hidden)."""
     params = [p for g in opt.param_groups for p in g["params"]]
     rng_size = tuple(torch.get_rng_state().shape)
+    want_shape: tuple[int, ...]
     for k, v in t.items():
         if k.startswith("optim."):
             parts = k.split(".")

@@ -90,3 +90,14 @@ def test_the_lock_refuses_a_users_folder(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a charlm run folder"), ckpt_io.RunLock(tmp_path / "mine"):
         pass
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["a.txt"]
+
+
+def test_damaged_lines_of_metrics_are_skipped_and_counted(tmp_path: Path, tiny_run: Path) -> None:
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    whole = ckpt_io.read_metrics(run)
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b'[1, 2]\n"x"\n{"step": "a"}\n{"step": 3, "val_bpc": "low"}\n\xff\xfe\n{"step": 200, "val_bpc": 1.5}\n')
+        f.write(b'{"step": 201, "val_')  # a last line cut short by a crash: expected, not reported
+    said: list[str] = []
+    assert ckpt_io.read_metrics(run, said.append) == [*whole, {"step": 200, "val_bpc": 1.5}]
+    assert said == [f"{run / 'metrics.jsonl'}: 5 damaged line(s) skipped"]
