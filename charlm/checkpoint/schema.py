@@ -351,4 +351,4 @@ def check_header(header: dict[str, TensorInfo], model: dict[str, Any]) -> None:
                 f"but the config needs {shape}"
             )
         if t.dtype not in FLOAT_DTYPES:
-            raise Bad(f"{k} holds {t.dtype} values; weights must be floating point (F32, F16 or BF16)")
+            raise Bad(f"{k} holds {t.dtype} values; charlm reads weights of F32, F16 or BF16")
