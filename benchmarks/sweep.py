@@ -9,10 +9,15 @@ once by charlm's calibration and kept in the JSON file, so a rerun trains the sa
     python benchmarks/sweep.py --table         # print the table only
     python benchmarks/sweep.py --calibrate     # time the shapes again (on a quiet machine) before running
     python benchmarks/sweep.py --only small    # the points whose corpus name contains this
+    python benchmarks/sweep.py --grid variants # only the points that try other training options (VARIANTS)
 
 The corpora: the first 200,000 characters of tiny Shakespeare ("small"), all of it ("full"), and the shipped
 corpora/markov.txt ("markov"); the last 10% of each is validation. A budget is a time ("30s" to "10m") or a
-number of passes over the training text ("12x").
+number of passes over the training text ("12x"). A point of VARIANTS adds `charlm train` options to one of
+GRID's points: the learning rate decayed to zero (linear, or warmup-stable-decay), an average of the weights
+(--ema), other sequence lengths and weight decays, and wider or deeper models at 10 minutes. A point with its
+own --seq-len trains the steps its budget buys at that length's own calibrated speed. (The average of the
+weights costs a little time per step that the step counts here do not charge it.)
 """
 
 from __future__ import annotations
@@ -51,6 +56,36 @@ GRID: list[tuple[str, str, str, float]] = [
 ]
 
 
+# (corpus, budget, "layers x hidden", dropout, options for charlm train): what the next quiet run measures,
+# the wider grid at 10 minutes included.
+LINEAR, WSD = "--lr-schedule linear --min-lr-ratio 0", "--lr-schedule wsd --min-lr-ratio 0"
+VARIANTS: list[tuple[str, str, str, float, str]] = [
+    *[("full", "3m", "2x256", 0.0, o) for o in (LINEAR, WSD, "--ema 0.99", "--ema 0.998")],
+    *[("full", "3m", "2x256", 0.0, f"--seq-len {n}") for n in (32, 128)],
+    *[("full", "3m", "2x256", 0.0, f"--weight-decay {w}") for w in (0, 0.1)],
+    *[("small", "2m", "2x256", 0.2, o) for o in (LINEAR, WSD, "--ema 0.99", "--weight-decay 0.1")],
+    *[("full", "10m", "2x384", 0.1, o) for o in (LINEAR, WSD, "--ema 0.998", "--seq-len 128", "--weight-decay 0.1")],
+    *[("full", "10m", s, d, "") for s, d in (("2x512", 0.1), ("3x384", 0.1), ("2x384", 0.2), ("1x512", 0.0))],
+    ("full", "10m", "2x512", 0.1, LINEAR),
+]
+
+
+def points() -> list[tuple[str, str, str, float, str]]:
+    """Every point: GRID's with no options of their own, then VARIANTS."""
+    return [(c, b, s, d, "") for c, b, s, d in GRID] + VARIANTS
+
+
+def seq_len_of(options: str) -> int:
+    """The --seq-len a point's options give, else charlm's default."""
+    words = options.split()
+    return int(words[words.index("--seq-len") + 1]) if "--seq-len" in words else SEQ
+
+
+def speed_key(shape: str, seq_len: int) -> str:
+    """How a speed is stored: the shape's name at the default sequence length (as earlier sweeps kept them)."""
+    return shape if seq_len == SEQ else f"{shape}@{BATCH}x{seq_len}"
+
+
 def corpus_file(name: str, folder: Path) -> Path:
     if name == "markov":
         return ROOT / "corpora" / "markov.txt"
@@ -68,16 +103,17 @@ def shape_of(name: str) -> tuple[int, int]:
     return int(layers), int(hidden)
 
 
-def measure_speeds(shapes: list[str]) -> dict[str, float]:
-    """Characters per second of each shape's training step on this CPU in fp32, at torch's own thread count."""
+def measure_speeds(keys: list[tuple[str, int]]) -> dict[str, float]:
+    """Characters per second of each (shape, sequence length)'s training step on this CPU in fp32, at torch's
+    own thread count: the median of 5 of charlm's calibration steps."""
     import torch
 
     from charlm.training.calibrate import Shape, calibrate
 
-    cands = [Shape(*shape_of(s), batch_size=BATCH, seq_len=SEQ) for s in shapes]
-    calibrate(torch.device("cpu"), 65, cands[:1], steps=1)  # first use of the CPU kernels: not timed
-    speeds = calibrate(torch.device("cpu"), 65, cands, steps=4)
-    return {s.name: v for s, v in speeds.items()}
+    cands = {Shape(*shape_of(s), batch_size=BATCH, seq_len=n): speed_key(s, n) for s, n in keys}
+    calibrate(torch.device("cpu"), 65, list(cands)[:1], steps=1)  # first use of the CPU kernels: not timed
+    speeds = calibrate(torch.device("cpu"), 65, list(cands), steps=5)
+    return {cands[s]: v for s, v in speeds.items()}
 
 
 def machine() -> dict[str, Any]:
@@ -92,15 +128,17 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "bf16_native": native, "torch": torch.__version__, "precision": "fp32"}
 
 
-def train_point(corpus: Path, layers: int, hidden: int, dropout: float, steps: int, folder: Path) -> dict[str, Any]:
-    """One `charlm train` run on one niced thread; its summary and validation curve."""
+def train_point(
+    corpus: Path, layers: int, hidden: int, dropout: float, steps: int, folder: Path, options: str = ""
+) -> dict[str, Any]:
+    """One `charlm train` run on one niced thread (with `options` added); its summary and validation curve."""
     out = folder / f"run-{time.monotonic_ns()}"
     eval_every = max(25, steps // 10)
     cmd = [
         "nice", "-n", "10", sys.executable, "-m", "charlm", "train", str(corpus), "--out", str(out),
         "--layers", str(layers), "--hidden", str(hidden), "--dropout", str(dropout),
         "--max-steps", str(steps), "--eval-every", str(eval_every),
-        "--precision", "fp32", "--device", "cpu", "--json", "--quiet",
+        "--precision", "fp32", "--device", "cpu", "--json", "--quiet", *options.split(),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -127,19 +165,23 @@ def train_point(corpus: Path, layers: int, hidden: int, dropout: float, steps: i
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| corpus | budget | shape | dropout | steps | passes | best val nats/char | at step | last val | last train |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| corpus | budget | shape | dropout | options | steps | passes | best val nats/char | at step | last val "
+        "| last train |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = {point: i for i, point in enumerate(GRID)}  # the grid's order: by corpus, then budget
-    for p in sorted(
-        results["points"], key=lambda p: order.get((p["corpus"], p["budget"], p["shape"], p["dropout"]), 99)
-    ):
+    order = {point: i for i, point in enumerate(points())}  # the grid's order: by corpus, then budget
+    for p in sorted(results["points"], key=lambda p: order.get(point_key(p), len(order))):
         lines.append(
-            f"| {p['corpus']} | {p['budget']} | {p['shape']} | {p['dropout']} | {p['steps']:,} | {p['passes']:.1f} "
+            f"| {p['corpus']} | {p['budget']} | {p['shape']} | {p['dropout']} | {p.get('options') or '-'} "
+            f"| {p['steps']:,} | {p['passes']:.1f} "
             f"| {p['best_val_nats']:.4f} | {p['best_step']:,} | {p['final_val_nats']:.4f} "
             f"| {p['final_train_nats']:.3f} |"
         )
     return "\n".join(lines)
+
+
+def point_key(p: dict[str, Any]) -> tuple[str, str, str, float, str]:
+    return (p["corpus"], p["budget"], p["shape"], p["dropout"], p.get("options", ""))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,37 +190,46 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calibrate", action="store_true", help="time the shapes again before running")
     p.add_argument("--table", action="store_true", help="print the table of the stored results only")
     p.add_argument("--only", default="", help="run only the points whose corpus name contains this")
+    p.add_argument("--grid", choices=("all", "base", "variants"), default="all", help="which points to run")
     args = p.parse_args(argv)
     results = json.loads(args.json.read_text()) if args.json.is_file() else {"points": []}
     if not args.table:
-        shapes = sorted({s for _, _, s, _ in GRID})
-        if args.calibrate or not all(s in results.get("speeds", {}) for s in shapes):
-            results["speeds"] = measure_speeds(shapes)
+        todo = [q for q in points() if args.grid == "all" or (args.grid == "variants") == (q in VARIANTS)]
+        keys = sorted({(s, seq_len_of(o)) for _, _, s, _, o in todo})
+        speeds = results.get("speeds", {})
+        if args.calibrate or not all(speed_key(*k) in speeds for k in keys):
+            missing = keys if args.calibrate else [k for k in keys if speed_key(*k) not in speeds]
+            results["speeds"] = {**speeds, **measure_speeds(missing)}
             results["machine"] = {**machine(), "load_average_at_calibration": os.getloadavg()[0]}
-        run_grid(results, args.only, args.json)
+        run_grid(results, todo, args.only, args.json)
     print(table(results))
 
 
-def run_grid(results: dict[str, Any], only: str, path: Path) -> None:
-    done = {(q["corpus"], q["budget"], q["shape"], q["dropout"]) for q in results["points"]}
+def run_grid(
+    results: dict[str, Any], todo: list[tuple[str, str, str, float, str]], only: str, path: Path
+) -> None:
+    done = {point_key(q) for q in results["points"]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for corpus, budget, shape, dropout in GRID:
-            if (corpus, budget, shape, dropout) in done or only not in corpus:
+        for corpus, budget, shape, dropout, options in todo:
+            if (corpus, budget, shape, dropout, options) in done or only not in corpus:
                 continue
             file = corpus_file(corpus, folder)
-            chars_per_step = BATCH * SEQ
+            seq_len = seq_len_of(options)
+            chars_per_step = BATCH * seq_len
             train_chars = math.floor(len(file.read_text(encoding="utf-8")) * 0.9)
             if budget.endswith("x"):
                 steps = round(float(budget[:-1]) * train_chars / chars_per_step)
             else:
-                steps = max(1, round(BUDGETS[budget] * results["speeds"][shape] * OVERHEAD / chars_per_step))
-            r = train_point(file, *shape_of(shape), dropout, steps, folder)
-            point = {"corpus": corpus, "budget": budget, "shape": shape, "dropout": dropout,
+                speed = results["speeds"][speed_key(shape, seq_len)]
+                steps = max(1, round(BUDGETS[budget] * speed * OVERHEAD / chars_per_step))
+            r = train_point(file, *shape_of(shape), dropout, steps, folder, options)
+            point = {"corpus": corpus, "budget": budget, "shape": shape, "dropout": dropout, "options": options,
                      "train_chars": train_chars, "passes": steps * chars_per_step / train_chars, **r}  # fmt: skip
             results["points"].append(point)
             path.write_text(json.dumps(results, indent=1) + "\n")  # after every point: the sweep can be stopped
-            print(f"{corpus} {budget} {shape} d{dropout}: {r['best_val_nats']:.4f} ({r['wall_s']:.0f}s)", flush=True)
+            said = f"{corpus} {budget} {shape} d{dropout} {options}".strip()
+            print(f"{said}: {r['best_val_nats']:.4f} ({r['wall_s']:.0f}s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
 PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCHEDULES = ("cosine", "linear", "wsd")  # the learning rate's decay after warmup (charlm.training.schedule)
 CELLS = ("gru", "lstm", "rnn")  # the recurrent cells a model can be built from (see charlm/model.py)
 
 
@@ -54,8 +55,11 @@ class ModelConfig(_Saved):
 class TrainConfig(_Saved):
     seq_len: int = 64  # characters per stream per step: how far back gradients flow (truncated BPTT)
     batch_size: int = 32  # parallel streams the text is cut into; characters per step = batch_size * seq_len
-    lr: float = 3e-3  # peak learning rate, reached after warmup, then cosine-decayed to lr * min_lr_ratio
-    min_lr_ratio: float = 0.1
+    lr: float = 3e-3  # peak learning rate, reached after warmup, then decayed to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1  # where the decay ends, as a share of lr (0: to zero)
+    lr_schedule: str = "cosine"  # cosine; linear; wsd: warmup, stable at lr, then linear over decay_fraction
+    decay_fraction: float = 0.2  # wsd: the last share of the budget over which the learning rate decays
+    ema: float = 0.0  # decay of an average of the weights that checkpoints save (e.g. 0.999); 0: off
     warmup_steps: int = 50
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # clip the global gradient norm to this
@@ -84,6 +88,17 @@ class TrainConfig(_Saved):
             out.append(f"--patience must be 0 (off) or more (got {self.patience})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             out.append(f"--lr must be a positive number (got {self.lr})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            names = f"{', '.join(LR_SCHEDULES[:-1])} or {LR_SCHEDULES[-1]}"
+            out.append(f"--lr-schedule must be {names} (got {self.lr_schedule!r})")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            out.append(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            out.append(f"--decay-fraction must be in (0, 1] (got {self.decay_fraction})")
+        if not 0.0 <= self.ema < 1.0:
+            out.append(f"--ema must be in [0, 1): 0 is off, e.g. 0.999 (got {self.ema})")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            out.append(f"--weight-decay must be 0 or more (got {self.weight_decay})")
         if self.max_time is not None and not self.max_time > 0:
             out.append(f"--max-time must be positive (got {self.max_time})")
         if not 0.0 <= self.val_fraction < 1.0:

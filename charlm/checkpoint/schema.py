@@ -164,8 +164,10 @@ def check_train(t: Any) -> None:
             _whole(v, where, -(1 << 63) if name == "seed" else 0, (1 << 64) - 1 if name == "seed" else 1 << 40)
         elif kind.startswith("float"):
             _number(v, where)
-        else:
+        elif kind.startswith("str"):
             _text(v, where)
+        elif not isinstance(v, (bool, int, float, str)):
+            raise Bad(f"{where} must be a number, text or true/false (got {type(v).__name__})")
     problems = TrainConfig.from_dict(t).problems()
     if problems:
         raise Bad(f"train: {problems[0].removeprefix('--')}")

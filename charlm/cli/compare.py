@@ -29,6 +29,11 @@ def compare(
     seq_len: opt.SeqLen = None,
     batch_size: opt.BatchSize = None,
     lr: opt.Lr = None,
+    lr_schedule: opt.LrSchedule = None,
+    min_lr_ratio: opt.MinLrRatio = None,
+    decay_fraction: opt.DecayFraction = None,
+    weight_decay: opt.WeightDecay = None,
+    ema: opt.Ema = None,
     max_steps: opt.MaxSteps = None,
     max_time: opt.MaxTime = None,
     val_fraction: opt.ValFraction = None,
@@ -60,6 +65,8 @@ def compare(
     settings = {
         "hidden": hidden, "layers": layers, "embed": embed, "dropout": dropout, "seq_len": seq_len,
         "batch_size": batch_size, "lr": lr, "max_steps": max_steps, "max_time": max_time,
+        "lr_schedule": lr_schedule, "min_lr_ratio": min_lr_ratio, "decay_fraction": decay_fraction,
+        "weight_decay": weight_decay, "ema": ema,
         "val_fraction": val_fraction, "eval_every": eval_every, "seed": seed, "device": device, "precision": precision,
     }  # fmt: skip
     parent = out if out is not None else default_parent(corpus)

@@ -54,7 +54,25 @@ Embed = Annotated[Optional[int], setting("Character embedding size.", _M.embed)]
 Dropout = Annotated[Optional[float], setting("Dropout between layers and before the head.", AUTO)]
 SeqLen = Annotated[Optional[int], setting("Characters per stream per step (BPTT length).", _T.seq_len)]
 BatchSize = Annotated[Optional[int], setting("Parallel streams per step.", AUTO)]
-Lr = Annotated[Optional[float], setting("Peak learning rate (AdamW; warmup, then cosine decay).", AUTO)]
+Lr = Annotated[Optional[float], setting("Peak learning rate (AdamW; warmup, then --lr-schedule's decay).", AUTO)]
+LrSchedule = Annotated[
+    Optional[str],
+    setting(
+        "Learning-rate decay after warmup: cosine, linear, or wsd (flat, then linear over --decay-fraction).",
+        _T.lr_schedule,
+    ),
+]
+MinLrRatio = Annotated[
+    Optional[float], setting("Where the decay ends, as a share of the peak learning rate (0: zero).", _T.min_lr_ratio)
+]
+DecayFraction = Annotated[
+    Optional[float], setting("wsd: the last share of the budget in which the learning rate decays.", _T.decay_fraction)
+]
+WeightDecay = Annotated[Optional[float], setting("AdamW's weight decay.", _T.weight_decay)]
+Ema = Annotated[
+    Optional[float],
+    setting("Validate and save an average of the weights with this decay, e.g. 0.999 (0: off).", _T.ema),
+]
 MaxSteps = Annotated[Optional[int], setting("Stop after this many steps.")]
 MaxTime = Annotated[Optional[str], setting("Stop after this long, e.g. 90s, 10m, 2h. With neither limit: 5m.")]
 ValFraction = Annotated[

@@ -15,6 +15,13 @@ reasons in characters read: for each candidate shape the budget buys `seconds x 
 * validation: often enough for the plateau rule (about EVALS_PER_RUN per run), rarely enough to cost at most
   EVAL_COST of the time.
 
+Each candidate is sized as the run's cell (`overrides["cell"]`, a GRU when not given): its own parameter count
+and its own speed. `weighed` names the steps the batch rule weighed for a choice, for calibration to time.
+`replan` is the same rule once a run has measured its own speed: with the model and its step fixed (they
+cannot change once training has started), what the budget buys at that speed decides the dropout, the pass
+cap (the step count the schedule follows) and the validation interval, as they would have been chosen had
+the speed been known from the start.
+
 Every option the user gave is kept as given, and the rest is chosen around it. The constants were fit to
 benchmarks/sweep.py (tiny Shakespeare, a 200,000-character part of it, corpora/markov.txt; see the README).
 """
@@ -40,6 +47,7 @@ EVAL_SPEEDUP = 3.0  # validation runs forward only: about this many times the tr
 EVAL_COST, EVALS_PER_RUN = 0.04, 20
 MODEL_KEYS = ("embed", "hidden", "layers", "dropout")
 TRAIN_KEYS = ("batch_size", "seq_len", "lr", "weight_decay", "eval_every")
+REPLAN_KEYS = ("dropout", "max_steps", "eval_every")  # what a run's measured speed may change mid-run
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class AutoChoice:
     planned_chars: float  # characters it will read: what the budget buys, at most MAX_PASSES over the text
     passes: float  # planned_chars over the training text's length
     reason: str  # one or two lines for the user: what was chosen and why
+    shape: Shape  # the chosen shape and step, as the speed model saw it
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ def _plans(
             over.get("embed", 64),
             over.get("batch_size", BATCH_START),
             over.get("seq_len", SEQ_LEN),
+            over.get("cell", "gru"),
         )
         for layers, hidden in CANDIDATES
     }
@@ -160,7 +170,38 @@ def choose(
     model.update({k: over[k] for k in MODEL_KEYS if k in over})
     train.update({k: over[k] for k in TRAIN_KEYS if k in over})
     reason = _reason(model, train, plan, train_chars, budget_seconds, budget_steps, device_kind, over)
-    return AutoChoice(model, train, plan.chars_per_sec, plan.chars, passes, reason)
+    return AutoChoice(model, train, plan.chars_per_sec, plan.chars, passes, reason, s)
+
+
+def weighed(shape: Shape, batch_given: bool = False) -> list[Shape]:
+    """The steps `batch_for` weighed for a chosen shape: its own batch, the doubling it tried next, and the
+    batch below (when it doubled): what calibration times, so the batch is chosen on measured speeds."""
+    if batch_given:
+        return [shape]
+    out = [shape, shape.with_batch(2 * shape.batch_size)]
+    return out + ([shape.with_batch(shape.batch_size // 2)] if shape.batch_size > BATCH_START else [])
+
+
+def replan(
+    shape: Shape,
+    chars_per_sec: float,
+    vocab_size: int,
+    train_chars: int,
+    budget_seconds: float,
+    current: dict[str, Any],
+    given: set[str],
+    val_chars: int = 0,
+    device_kind: str = "cpu",
+) -> AutoChoice:
+    """The plan `choose` would have made, had it known that `shape` trains at `chars_per_sec`: the shape and
+    its step (batch, sequence length, learning rate) kept as they are in `current` (the run's settings by
+    field name), the REPLAN_KEYS the user gave (`given`) kept too, and a step budget given by the user kept."""
+    speed = SpeedModel.fit({shape: chars_per_sec}, vocab_size)
+    keep = ("embed", "hidden", "layers", "cell", "batch_size", "seq_len", "lr", "weight_decay")
+    over = {k: current[k] for k in keep if k in current}
+    over.update({k: current[k] for k in REPLAN_KEYS if k in given and k != "max_steps"})
+    steps = current.get("max_steps") if "max_steps" in given else None
+    return choose(vocab_size, train_chars, speed, budget_seconds, steps, val_chars, device_kind, over)
 
 
 def _reason(

@@ -258,7 +258,7 @@ def _plan(req: TrainRequest, on_event: OnEvent | None, world_size: int, hold: Ex
     auto = resume_ck.meta.get("auto") if resume_ck is not None else None  # a resumed run keeps its choice
     if resume_ck is None and init_ck is None:
         sizes = (enc.tokenizer.vocab_size, info["train_chars"], enc.val_chars)
-        model_over, cfg, auto = configure(req.overrides, model_over, cfg, *sizes, on_event)
+        model_over, cfg, auto = configure(req.overrides, model_over, cfg, *sizes, on_event, enc.train_ids)
     model_cfg = _model_config(model_over, enc.tokenizer, resume_ck, init_ck, on_event)
     return RunPlan(out, model_cfg, cfg, enc, info, resume_ck, init_ck, auto)
 

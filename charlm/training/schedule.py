@@ -1,6 +1,8 @@
 """The learning-rate schedule, and what to do after each validation.
 
-`get_lr` is a small pure function of the step and of the budget spent: linear warmup, then cosine decay.
+`get_lr` is a small pure function of the step and of the budget spent: linear warmup, then a decay to
+lr x min_lr_ratio (cosine, the default; linear; or warmup-stable-decay, flat until the last decay_fraction
+of the budget, then linear).
 `Plateau` watches the validation loss. While it improves (by at least `min_delta`), training goes on. After
 `patience` validations in a row without improvement it halves the learning rate (`factor`): a plateau often
 means the step size is now too large to find the smaller improvements left. After `max_decays` such cuts with
@@ -81,7 +83,8 @@ class Plateau:
 
 
 def get_lr(step: int, progress: float, cfg: TrainConfig, scale: float = 1.0) -> float:
-    """Linear warmup over `warmup_steps`, then cosine decay from lr to lr * min_lr_ratio as progress goes 0 -> 1.
+    """Linear warmup over `warmup_steps`, then a decay from lr to lr * min_lr_ratio as progress goes 0 -> 1:
+    cosine, linear, or (wsd) flat until 1 - decay_fraction, then linear.
 
     `progress` is the fraction of the budget spent, by steps or by time, whichever is further along. A time
     budget has no step count to decay over, which torch's own schedulers need, hence this small function.
@@ -89,5 +92,11 @@ def get_lr(step: int, progress: float, cfg: TrainConfig, scale: float = 1.0) -> 
     peak = cfg.lr * scale
     if step < cfg.warmup_steps:
         return peak * (step + 1) / cfg.warmup_steps
-    cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
-    return peak * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cos)
+    p = min(1.0, max(0.0, progress))
+    if cfg.lr_schedule == "linear":
+        share = 1.0 - p
+    elif cfg.lr_schedule == "wsd":
+        share = min(1.0, (1.0 - p) / cfg.decay_fraction)
+    else:
+        share = 0.5 * (1.0 + math.cos(math.pi * p))
+    return peak * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * share)

@@ -46,11 +46,27 @@ def _bad(ck: ckpt_io.Checkpoint, what: str) -> CheckpointError:
 
 
 def check_state(
-    t: dict[str, torch.Tensor], opt: torch.optim.Optimizer, ck: ckpt_io.Checkpoint, hidden_shape: tuple[int, ...]
+    t: dict[str, torch.Tensor],
+    opt: torch.optim.Optimizer,
+    ck: ckpt_io.Checkpoint,
+    hidden_shape: tuple[int, ...],
+    trained: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Every tensor of state.safetensors against what it must be, before any is used: each optimizer moment
     the shape and dtype of its parameter (a smaller one would make the fused step read past its end), the step
-    a scalar, the RNG states byte tensors of the generator's size, the carried state (layers, batch, hidden)."""
+    a scalar, the RNG states byte tensors of the generator's size, the carried state (layers, batch, hidden);
+    with a weight average, `trained` (name in the state file -> the model's tensor) the weights being trained
+    and the average's count."""
+    if trained is not None:
+        missing = [k for k in trained if k not in t] + [k for k in ("ema.n_averaged",) if k not in t]
+        if missing:
+            raise _bad(ck, f"{missing[0]} is missing (the run averages its weights)")
+        for k, p in trained.items():
+            if tuple(t[k].shape) != tuple(p.shape) or not t[k].is_floating_point():
+                raise _bad(ck, f"{k} has shape {tuple(t[k].shape)}, not {tuple(p.shape)}")
+        n = t["ema.n_averaged"]
+        if n.numel() != 1 or n.is_floating_point() or int(n) < 0:
+            raise _bad(ck, "ema.n_averaged is not a count")
     params = [p for g in opt.param_groups for p in g["params"]]
     rng_size = tuple(torch.get_rng_state().shape)
     want_shape: tuple[int, ...]

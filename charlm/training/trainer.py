@@ -27,17 +27,22 @@ from charlm.device import pick_device, pick_precision
 from charlm.errors import CharlmError
 from charlm.inference.evaluate import score_ids
 from charlm.model import CharLM, lm_loss
+from charlm.training import auto as auto_rule
 from charlm.training import distributed, state
 from charlm.training.distributed import RankInfo
 from charlm.training.schedule import Plateau, get_lr
+from charlm.training.step import backward, make_ema, make_optimizer
 from charlm.training.types import OnEvent, TrainData, TrainResult, _silent, warn
 
 VAL_MAX_CHARS = 2_000_000  # validation reads the first this many held-out characters
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before rolling back to the last checkpoint
+TRAINED, EMA_COUNT = "trained.", "ema.n_averaged"  # with --ema: the weights being trained, in the state file
 __all__ = ["OnEvent", "TrainData", "TrainResult", "Trainer", "warn"]
 
 
 class Trainer:
+    clock = staticmethod(time.perf_counter)  # what elapsed time and step times are read from (a test scripts it)
+
     def __init__(
         self,
         run: Path,
@@ -58,13 +63,10 @@ class Trainer:
         self.model = CharLM(model_cfg).to(self.device)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
-        self.opt = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=cfg.lr,
-            betas=(0.9, 0.99),
-            weight_decay=cfg.weight_decay,
-            fused=self.device.type in ("cpu", "cuda"),  # one kernel for all parameters: ~1.6 ms a step less on a CPU
-        )
+        self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay, self.device)
+        # with --ema, the average of the weights is what is validated and saved as the model
+        self.ema = make_ema(self.model, cfg.ema) if cfg.ema else None
+        self.params = list(self.model.parameters())
         self.streams = TokenStreams(data.train_ids, cfg.batch_size, cfg.seq_len, self.rank.rows(cfg.batch_size))
         self.hidden: torch.Tensor | None = None
         self.step, self.elapsed, self.lr_scale = 0, 0.0, 1.0
@@ -73,6 +75,7 @@ class Trainer:
         self.plateau = Plateau(patience=max(cfg.patience, 1))  # cuts the learning rate, then stops early
         self.early_stop: str | None = None  # why the plateau rule ended the run
         self.auto: dict[str, Any] | None = None  # what automatic configuration chose, kept in every checkpoint
+        self.timed_steps, self.step_seconds = 0, 0.0  # this session's steps, timed for the re-plan
         if resume_from is not None:
             self._restore(resume_from)
         else:
@@ -104,10 +107,16 @@ class Trainer:
         return meta
 
     def _restore(self, ck: ckpt_io.Checkpoint) -> None:
-        ckpt_io.load_weights(ck, self.model)
         t = ckpt_io.read_tensors(ck, ckpt_io.STATE)
         hidden_shape = (self.model.state_layers, self.cfg.batch_size, self.model.config.hidden)
-        state.check_state(t, self.opt, ck, hidden_shape)  # before any of it reaches the optimizer
+        trained = None if self.ema is None else {TRAINED + k: v for k, v in self.model.state_dict().items()}
+        state.check_state(t, self.opt, ck, hidden_shape, trained)  # before any of it reaches the model or optimizer
+        if self.ema is None:
+            ckpt_io.load_weights(ck, self.model)
+        else:  # the saved model is the average; the weights being trained are in the state file
+            ckpt_io.load_weights(ck, self.ema.module)
+            self.model.load_state_dict({k[len(TRAINED) :]: v for k, v in t.items() if k.startswith(TRAINED)})
+            self.ema.n_averaged.fill_(int(t[EMA_COUNT]))
         state.load_optimizer(self.opt, t, ck)
         meta = ck.meta
         rows = self.rank.rows(self.cfg.batch_size)  # this rank's rows of the full state (all of them, alone)
@@ -138,7 +147,12 @@ class Trainer:
         tensors = state.state_tensors(self.opt, self.hidden, self.device, self.rank)
         if not self.rank.is_main:
             return ckpt_io.step_dir(self.run, self.step)
-        path = state.save(self.run, self._meta(metrics), self.model.state_dict(), tensors)
+        weights = self.model.state_dict()
+        if self.ema is not None:
+            tensors.update({TRAINED + k: v for k, v in weights.items()})
+            tensors[EMA_COUNT] = self.ema.n_averaged.detach().clone()
+            weights = self.ema.module.state_dict()
+        path = state.save(self.run, self._meta(metrics), weights, tensors)
         ckpt_io.prune(self.run, self.cfg.keep)
         self.emit("save", {"step": self.step, "path": path})
         return path
@@ -147,6 +161,11 @@ class Trainer:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     # ------------------------------------------------------------ the loop
+
+    @property
+    def saved_model(self) -> CharLM:
+        """What is validated and saved as the model: the average of the weights with --ema, else the weights."""
+        return self.model if self.ema is None else self.ema.module  # type: ignore[return-value]
 
     def progress(self) -> float:
         p = 0.0
@@ -161,7 +180,7 @@ class Trainer:
         bpc = None
         if self.rank.is_main and len(self.data.val_ids) >= 2:
             # at most VAL_MAX_CHARS, so validating a huge corpus costs bounded time and memory
-            bpc = score_ids(self.model, self.data.val_ids[:VAL_MAX_CHARS], self.device).bits_per_char
+            bpc = score_ids(self.saved_model, self.data.val_ids[:VAL_MAX_CHARS], self.device).bits_per_char
         return distributed.broadcast_object(bpc)
 
     def train_step(self) -> tuple[float, bool]:
@@ -172,17 +191,16 @@ class Trainer:
         x, y = batch.x.to(self.device, non_blocking=True), batch.y.to(self.device, non_blocking=True)
         for g in self.opt.param_groups:
             g["lr"] = get_lr(self.step, self.progress(), self.cfg, self.lr_scale)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
-            logits, hidden = self.net(x, self.hidden)
-        loss = lm_loss(logits.float(), y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        loss, norm, hidden = backward(
+            self.net, self.opt, self.params, x, y, self.hidden, self.autocast, self.cfg.grad_clip, lm_loss
+        )
         value = distributed.mean(loss.item())  # each rank's loss is over its own rows
         if not (math.isfinite(value) and torch.isfinite(norm)):  # the same on every rank: gradients are averaged
             self.hidden = None  # do not carry a state that may hold NaN
             return value, False
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.hidden = hidden.detach()  # carry the state, but not the gradient, into the next window
         return value, True
 
@@ -211,11 +229,16 @@ class Trainer:
                 "chars_per_batch": self.streams.chars_per_batch,
             },
         )
-        t0, base_elapsed, base_step = time.perf_counter(), self.elapsed, self.step
+        t0, base_elapsed, base_step = self.clock(), self.elapsed, self.step
         last, bad, loss_ema = None, 0, None
         if not ckpt_io.list_checkpoints(self.run):  # from now on a kill always leaves a checkpoint to resume
             last = self._checkpoint(None, evaluate=False)
         while (reason := self.done_reason()) is None:
+            if auto_rule.replan_due(self.auto, self.cfg, self.elapsed, self.timed_steps):
+                self._replan()  # the same on every rank: elapsed was just agreed, the step is shared
+                if (reason := self.done_reason()) is not None:
+                    break
+            started = self.clock()
             loss, ok = self.train_step()
             if not ok:
                 bad += 1
@@ -226,8 +249,10 @@ class Trainer:
                 continue
             bad, self.step = 0, self.step + 1
             loss_ema = loss if loss_ema is None else 0.9 * loss_ema + 0.1 * loss
-            self.elapsed = base_elapsed + time.perf_counter() - t0
+            self.elapsed = base_elapsed + self.clock() - t0
             self._report_step(loss_ema, base_step, base_elapsed)
+            if self.step - base_step > auto_rule.REPLAN_SKIP:  # the step and its display; not validation
+                self.timed_steps, self.step_seconds = self.timed_steps + 1, self.step_seconds + self.clock() - started
             at_eval = self.step % self.cfg.eval_every == 0
             at_save = self.cfg.save_every is not None and self.step % self.cfg.save_every == 0
             if (at_eval or at_save) and self.done_reason() is None:
@@ -272,8 +297,22 @@ class Trainer:
             if self.rank.is_main:
                 ckpt_io.append_metrics(self.run, metrics)
             # the model and tokenizer let a display show a sample of the text as it improves
-            self.emit("eval", {**metrics, "model": self.model, "tokenizer": self.data.tokenizer})
+            self.emit("eval", {**metrics, "model": self.saved_model, "tokenizer": self.data.tokenizer})
         return self.save(metrics)
+
+    def _replan(self) -> None:
+        """Plan again from the speed this run's steps reached (charlm.training.auto.replan_run): dropout, the
+        step cap the schedule follows and the validation interval may change; the model's shape cannot."""
+        assert self.auto is not None
+        speed = distributed.mean(self.timed_steps * self.streams.chars_per_batch / max(self.step_seconds, 1e-9))
+        changes, self.auto = auto_rule.replan_run(
+            self.auto, self.model.config, self.cfg, self.data.info, speed, self.step, self.device.type
+        )
+        if "dropout" in changes:
+            set_dropout(self.model, changes.pop("dropout"))
+        for k, v in changes.items():
+            setattr(self.cfg, k, v)
+        self.emit("note", {"message": self.auto["replanned"]["reason"]})
 
     def _after_validation(self, loss: float) -> None:
         """The plateau rule (charlm.training.schedule): lower the learning rate, or stop early, and say why.
@@ -311,3 +350,12 @@ class Trainer:
         )
         self.emit("done", {"result": result})
         return result
+
+
+def set_dropout(model: CharLM, p: float) -> None:
+    """Change a model's dropout in place (between recurrent layers and before the head), and its config with it,
+    so that the checkpoints record the value in use."""
+    model.config.dropout = p
+    model.drop.p = p
+    if model.config.layers > 1:
+        model.recurrent.dropout = p

@@ -54,6 +54,8 @@ def render(d: dict[str, Any]) -> str:
     ]
     if d.get("auto"):  # the settings automatic configuration chose, and its reason
         lines += [f"{'chosen' if i == 0 else '':<16}{line}" for i, line in enumerate(d["auto"]["reason"].splitlines())]
+        if "replanned" in d["auto"]:  # and what the run's own measured speed changed
+            lines.append(f"{'':<16}{d['auto']['replanned']['reason']}")
     curve = curves(metric_series(d["metrics"]), width=40)
     if curve:
         lines.append(f"curve           bits/char at each of {len(d['metrics'])} evaluations, oldest first:")

@@ -60,6 +60,14 @@ def test_a_time_budget_is_calibrated_and_resume_keeps_the_choice(tiny_corpus: Pa
         assert getattr(after.train_config, k) == getattr(before.train_config, k)
 
 
+def test_an_lstm_run_is_calibrated_as_an_lstm(tiny_corpus: Path, tmp_path: Path) -> None:
+    res = train(str(tiny_corpus), "--out", str(tmp_path / "run"), "--max-time", "1s", "--cell", "lstm", "--embed", "8")
+    assert res.exit_code == 0, res.output
+    auto = ckpt_io.resolve(tmp_path / "run", "latest").meta["auto"]
+    assert list(auto["calibration"]) == ["lstm 1x256@32x64"]  # 4% of 1 s: the first shape only, as an LSTM
+    assert "lstm 1x256@32x64" in res.stderr and "calibration_seconds" in auto
+
+
 def plateau_run(tiny_corpus: Path, out: Path, monkeypatch: pytest.MonkeyPatch, patience: int):
     """A run whose validation improves once, then never again (bits/char 3.0, then 2.0 for ever)."""
     scores = iter([3.0] + [2.0] * 1000)
@@ -95,3 +103,21 @@ def test_patience_0_trains_the_whole_budget(tiny_corpus, tmp_path, monkeypatch) 
 def test_bad_patience_is_a_usage_error(tiny_corpus: Path) -> None:
     res = train(str(tiny_corpus), "--patience", "-1", "--max-steps", "5")
     assert res.exit_code == 2 and "--patience must be 0 (off) or more (got -1)" in res.stderr
+
+
+@pytest.mark.parametrize(("gain", "batch"), [(1.0, 32), (1.5, 64)])
+def test_calibration_times_the_batches_the_rule_weighs(monkeypatch, gain: float, batch: int) -> None:
+    """The doubled batch the rule considers is timed, and its measured speed decides: no gain keeps 32 streams
+    (whatever the fitted model would predict), a real gain doubles them."""
+    from charlm.config import TrainConfig
+    from charlm.training import auto
+    from charlm.training import calibrate as cal
+
+    def scripted(shape, vocab, *args, **kwargs):  # noqa: ANN001, ANN202 - time_shape's signature
+        return cal.REFERENCE.chars_per_sec(shape.with_batch(32), vocab) * (gain if shape.batch_size == 64 else 1.0)
+
+    monkeypatch.setattr(cal, "time_shape", scripted)
+    cfg = TrainConfig(max_time=600, device="cpu", precision="fp32")
+    model, cfg, record = auto.configure({}, {}, cfg, 65, 20_000_000, 2_000_000)
+    assert record is not None and f"{model['layers']}x{model['hidden']}@64x64" in record["calibration"]
+    assert cfg.batch_size == batch

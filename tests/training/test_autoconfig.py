@@ -105,3 +105,38 @@ def test_dropout_starts_at_five_passes_and_grows_to_its_cap() -> None:
 def test_no_budget_is_an_error() -> None:
     with pytest.raises(ValueError, match="budget"):
         choose(65, MB, REFERENCE)
+
+
+def test_an_lstm_is_sized_with_its_own_parameter_count_and_speed() -> None:
+    gru = choose(65, MB, REFERENCE, budget_seconds=180)
+    lstm = choose(65, MB, REFERENCE, budget_seconds=180, overrides={"cell": "lstm"})
+    assert lstm.shape.cell == "lstm" and gru.shape.cell == "gru"
+    assert shape(gru) == "2x256" and shape(lstm) == "1x256"  # 4 blocks a layer: 2x256 is too big for 3 minutes
+    assert lstm.planned_chars >= 3 * lstm.shape.params(65)
+    two = Shape(2, 256, cell="lstm")
+    assert 180 * 0.9 * REFERENCE.chars_per_sec(two, 65) < 3 * two.params(65)  # the next candidate reads too little
+    assert lstm.chars_per_sec == pytest.approx(REFERENCE.chars_per_sec(lstm.shape, 65))
+    assert "--cell" not in lstm.reason  # the cell is never chosen: nothing to say it was kept
+
+
+def test_a_timed_shape_answers_with_its_measured_speed() -> None:
+    s = Shape(2, 256)
+    measured = SpeedModel.fit({Shape(1, 256): 40_000.0, s: 17_000.0, s.with_batch(64): 17_500.0}, 65)
+    assert measured.chars_per_sec(s.with_batch(64), 65) == 17_500.0
+    c = choose(65, MB, measured, budget_seconds=180)
+    assert c.train["batch_size"] == 32  # doubling the batch was measured to gain 3%, not the 25% it needs
+
+
+def test_replan_is_the_choice_made_knowing_the_speed() -> None:
+    from charlm.training.autoconfig import replan
+
+    s = Shape(2, 256)
+    current = {"embed": 64, "hidden": 256, "layers": 2, "cell": "gru", "batch_size": 32, "seq_len": 64,
+               "lr": 3e-3, "weight_decay": 0.01, "dropout": 0.12, "eval_every": 500, "max_steps": None}  # fmt: skip
+    again = replan(s, 6_000.0, 65, MB, 600, current, set(), 111_000)
+    speed = SpeedModel.fit({s: 6_000.0}, 65)
+    known = choose(65, MB, speed, 600, val_chars=111_000, overrides={"layers": 2, "hidden": 256})
+    assert again.model == known.model and {**again.train, "weight_decay": 0.01} == {**known.train, "weight_decay": 0.01}
+    assert again.model["dropout"] == 0.0 and shape(again) == "2x256"  # 2 passes at that speed: no dropout
+    kept = replan(s, 6_000.0, 65, MB, 600, current, {"dropout"}, 111_000)
+    assert kept.model["dropout"] == 0.12

@@ -66,3 +66,62 @@ def test_measure_keeps_to_a_share_of_a_short_budget() -> None:
     model, _ = measure(torch.device("cpu"), 65, budget_seconds=1.0)  # 4% of 1 s: only the first, small shape
     assert model.latency > 0 and model.flop_rate > 0
     assert time.perf_counter() - t0 < 5.0  # one small shape's three steps, even on a busy machine
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_each_cell_is_counted_and_costed_as_itself(cell: str) -> None:
+    s = Shape(2, 16, embed=8, cell=cell)
+    assert s.params(11) == CharGRU(ModelConfig(vocab_size=11, embed=8, hidden=16, layers=2, cell=cell)).num_params()
+    blocks = {"gru": 3, "lstm": 4, "rnn": 1}[cell]
+    assert s.flops_per_char(10) == 6 * (blocks * 16 * (8 + 16) + blocks * 16 * (16 + 16) + 16 * 10)
+    assert all(c.cell == cell for c in calibration_shapes("cpu", cell) + calibration_shapes("cuda", cell))
+
+
+def test_time_shape_trains_the_cell_it_is_given_on_the_ids_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from charlm.training import calibrate as cal
+
+    built, read = [], []
+    real_model, real_streams = cal.CharLM, cal.TokenStreams
+    monkeypatch.setattr(cal, "CharLM", lambda cfg: built.append(cfg.cell) or real_model(cfg))
+    monkeypatch.setattr(cal, "TokenStreams", lambda ids, *a: read.append(ids) or real_streams(ids, *a))
+    ids = np.arange(200) % 7
+    lstm = Shape(1, 8, embed=4, batch_size=2, seq_len=4, cell="lstm")
+    speed = cal.time_shape(lstm, 7, torch.device("cpu"), None, 3, ids)
+    assert speed > 0 and built == ["lstm"] and read[0] is ids
+
+
+def test_the_median_step_counts_not_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from charlm.training import calibrate as cal
+
+    # a warm-up step (untimed), then timed steps of 1.0 s, 0.5 s and 3.5 s (one slowed down)
+    ticks = iter([0.0, 0.2, 0.2, 1.2, 1.2, 1.7, 1.7, 5.2])
+    monkeypatch.setattr(cal.time, "perf_counter", lambda: next(ticks))
+    speed = cal.time_shape(Shape(1, 8, embed=4, batch_size=2, seq_len=4), 7, torch.device("cpu"), None, 3)
+    assert speed == pytest.approx(2 * 4 / 1.0)  # the median, 1.0 s: not the fastest (0.5 s) nor the mean
+
+
+def test_a_step_past_the_deadline_ends_the_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from charlm.training import calibrate as cal
+
+    tiny = Shape(1, 8, embed=4, batch_size=2, seq_len=4)
+    ticks = iter([0.0, 10.0])  # the warm-up step alone took 10 s, past the deadline at 3 s: it is the measure
+    monkeypatch.setattr(cal.time, "perf_counter", lambda: next(ticks))
+    assert cal.time_shape(tiny, 7, torch.device("cpu"), None, 3, deadline=3.0) == pytest.approx(8 / 10.0)
+    ticks = iter([0.0, 1.0, 1.0, 4.0])  # one timed step, ending past the deadline: no more
+    assert cal.time_shape(tiny, 7, torch.device("cpu"), None, 3, deadline=3.0) == pytest.approx(8 / 3.0)
+
+
+def test_measure_also_times_what_the_rule_weighs() -> None:
+    tiny = Shape(1, 8, embed=4, batch_size=2, seq_len=4)
+    asked: list[SpeedModel] = []
+
+    def consider(model: SpeedModel) -> list[Shape]:
+        asked.append(model)
+        return [tiny, tiny.with_batch(4)]
+
+    model, speeds = measure(torch.device("cpu"), 7, budget_seconds=1e-6, consider=consider)
+    assert len(asked) == 1 and tiny.with_batch(4) not in speeds  # no time left: only the first shape is timed
+    assert list(speeds) == calibration_shapes("cpu")[:1]
+    assert model.chars_per_sec(calibration_shapes("cpu")[0], 7) == pytest.approx(speeds[calibration_shapes("cpu")[0]])

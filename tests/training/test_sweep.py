@@ -29,3 +29,29 @@ def test_table_lists_points_in_grid_order() -> None:
     ]
     lines = sweep.table({"points": rows}).splitlines()
     assert len(lines) == 4 and lines[2].startswith(f"| {sweep.GRID[0][0]} | {sweep.GRID[0][1]} | {sweep.GRID[0][2]}")
+
+
+def test_a_variant_trains_with_its_options_at_its_own_sequence_length(tmp_path: Path) -> None:
+    from charlm import checkpoint as ckpt_io
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat. " * 400, encoding="utf-8")
+    options = "--lr-schedule wsd --min-lr-ratio 0 --ema 0.9 --weight-decay 0.1 --seq-len 16"
+    r = sweep.train_point(corpus, 1, 8, 0.0, 30, tmp_path, options)
+    assert r["steps"] == 30
+    cfg = ckpt_io.resolve(next(tmp_path.glob("run-*"))).train_config
+    assert (cfg.lr_schedule, cfg.min_lr_ratio, cfg.ema, cfg.weight_decay, cfg.seq_len) == ("wsd", 0.0, 0.9, 0.1, 16)
+    assert sweep.seq_len_of(options) == 16 and sweep.speed_key("2x256", 16) == "2x256@32x16"
+    assert sweep.speed_key("2x256", sweep.SEQ) == "2x256"  # as the stored speeds of earlier sweeps are named
+
+
+def test_every_variant_is_a_new_point_with_options_charlm_accepts() -> None:
+    from charlm.config import TrainConfig
+
+    assert len(set(sweep.points())) == len(sweep.points())  # no variant repeats a point of GRID
+    assert {p[:4] for p in sweep.points()} >= set(sweep.GRID)
+    for *_, options in sweep.VARIANTS:
+        words = options.split()
+        fields = {w[2:].replace("-", "_"): words[i + 1] for i, w in enumerate(words) if w.startswith("--")}
+        cfg = TrainConfig(**{k: type(getattr(TrainConfig(), k))(v) for k, v in fields.items()})
+        assert cfg.problems() == [], options
