@@ -632,6 +632,21 @@ def case_init_from_weights_missing(work: Path, run: Path) -> str | None:
     return refused(r, "embed.weight")
 
 
+def case_ema_state_damaged(work: Path, run: Path) -> str | None:
+    """A run that averages its weights keeps the trained weights in state.safetensors: a short one is refused."""
+    (work / "c.txt").write_text(tiny_text())
+    out = work / "r"
+    if (p := worked(train_tiny(work / "c.txt", out, "--ema", "0.9", cwd=work))) is not None:
+        return p
+
+    def shrink(t: dict[str, Any]) -> None:
+        t["trained.head.bias"] = t["trained.head.bias"][:2].clone()
+
+    rewrite_tensors(steps(out)[-1], "state.safetensors", shrink)
+    r = charlm(["train", "--resume", "--out", str(out), "--max-steps", "12", "-q"], work)
+    return refused(r, "trained.head.bias")
+
+
 def case_metrics_broken_line(work: Path, run: Path) -> str | None:
     with open(run / "metrics.jsonl", "ab") as f:
         f.write(b'[1, 2]\n"x"\n{"step": "a", "val_bpc": "b"}\n\xff\xfe\n')
@@ -730,6 +745,7 @@ CASES: list[Case] = [
     ("resume-with-model-options", True, case_resume_with_model_options),
     ("init-from-vocab-grows", False, case_init_from_vocab_grows),
     ("init-from-weights-missing", True, case_init_from_weights_missing),
+    ("ema-state-damaged", False, case_ema_state_damaged),
     ("metrics-broken-lines", True, case_metrics_broken_line),
     ("ids-json-empty-list", False, case_ids_json_empty_list),
     ("ids-out-of-range", False, case_ids_out_of_range),
