@@ -586,8 +586,8 @@ def case_encoding_disk_full(work: Path, run: Path) -> str | None:
         r = train_tiny(work / "c.txt", work / "r", cwd=work)
     finally:
         encode._write_chunk = real  # type: ignore[assignment]
-    left = [p.name for p in (work / "r" / "data").glob(".ids-*")] if (work / "r" / "data").exists() else []
-    return refused(r, "No space left") or (f"left behind {left}" if left else None)
+    left = [str(p.relative_to(work)) for p in (work / "r").rglob("*")] if (work / "r").exists() else []
+    return refused(r, "the disk is full") or (f"left behind {left}" if left else None)
 
 
 def case_nul_after_8k(work: Path, run: Path) -> str | None:

@@ -108,6 +108,8 @@ class RunLock:
         taking the lock created it."""
         ours = {LOCK, manifest.MANIFEST} if self._marked else {LOCK}
         try:
+            if is_real_dir(self.run / "data") and not any((self.run / "data").iterdir()):
+                (self.run / "data").rmdir()  # made for an encoding that failed
             if any(p.name not in ours for p in self.run.iterdir()):
                 return
             for name in ours:

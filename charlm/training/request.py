@@ -242,7 +242,12 @@ def _plan(req: TrainRequest, on_event: OnEvent | None, world_size: int, hold: Ex
         )
     if lock is None and corpus and not problems:
         lock = _lock(out, req, hold, problems)
-    enc = _encode(req, out, corpus, cfg, resume_ck or init_ck, on_event, problems) if corpus else None
+    try:
+        enc = _encode(req, out, corpus, cfg, resume_ck or init_ck, on_event, problems) if corpus else None
+    except CharlmError:  # the id file could not be written (a full disk): it is gone again, and so is the lock
+        if lock is not None:
+            lock.discard()
+        raise
     if problems:
         if lock is not None:
             lock.discard()  # refused after all: leave no empty run folder behind
