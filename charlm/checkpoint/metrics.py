@@ -30,7 +30,8 @@ def append_metrics(run: Path, record: dict[str, Any]) -> None:
 
 
 def _record(line: str) -> dict[str, Any] | None:
-    """One line as a record: a JSON table whose numbers are finite and whose step is a whole number."""
+    """One line as a record: a JSON table with a whole step, whose figures (train_loss, val_bpc, val_loss,
+    elapsed, lr) are finite numbers or null where present."""
     try:
         rec = schema.parse(line.encode("utf-8", "surrogateescape"))
     except (schema.Bad, UnicodeEncodeError):

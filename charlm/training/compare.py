@@ -79,7 +79,7 @@ def time_to_reach(metrics: list[dict[str, Any]], target: float | None) -> float 
         return None
     for m in metrics:
         v = m.get("val_bpc")
-        if v is not None and math.isfinite(v) and v <= target + 1e-12:
+        if v is not None and math.isfinite(v) and v <= target + 1e-12 and m.get("elapsed") is not None:
             return float(m["elapsed"])
     return None
 

@@ -40,7 +40,8 @@ def compared_runs(parent: Path) -> dict[str, list[tuple[float, float]]]:
     curves = {}
     for run in sorted(p for p in parent.iterdir() if p.is_dir() and ckpt_io.list_checkpoints(p)):
         metrics = ckpt_io.read_metrics(run)
-        curves[run.name] = [(m["elapsed"], m["val_bpc"]) for m in metrics if m.get("val_bpc") is not None]
+        timed = [m for m in metrics if m.get("val_bpc") is not None and m.get("elapsed") is not None]
+        curves[run.name] = [(m["elapsed"], m["val_bpc"]) for m in timed]
     return curves
 
 

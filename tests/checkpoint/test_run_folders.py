@@ -96,8 +96,12 @@ def test_damaged_lines_of_metrics_are_skipped_and_counted(tmp_path: Path, tiny_r
     run = shutil.copytree(tiny_run, tmp_path / "run")
     whole = ckpt_io.read_metrics(run)
     with open(run / "metrics.jsonl", "ab") as f:
-        f.write(b'[1, 2]\n"x"\n{"step": "a"}\n{"step": 3, "val_bpc": "low"}\n\xff\xfe\n{"step": 200, "val_bpc": 1.5}\n')
+        f.write(
+            b'[1, 2]\n"x"\n{"step": "a"}\n{"step": 3, "elapsed": 1, "val_bpc": "low"}\n\xff\xfe\n'
+            b'{"step": 4, "val_bpc": 2.0}\n{"step": 200, "elapsed": 9.5, "val_bpc": 1.5}\n'
+        )
         f.write(b'{"step": 201, "val_')  # a last line cut short by a crash: expected, not reported
     said: list[str] = []
-    assert ckpt_io.read_metrics(run, said.append) == [*whole, {"step": 200, "val_bpc": 1.5}]
+    kept = [{"step": 4, "val_bpc": 2.0}, {"step": 200, "elapsed": 9.5, "val_bpc": 1.5}]
+    assert ckpt_io.read_metrics(run, said.append) == [*whole, *kept]
     assert said == [f"{run / 'metrics.jsonl'}: 5 damaged line(s) skipped"]
