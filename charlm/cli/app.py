@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from charlm import __version__
-from charlm.cli import compare, evaluate, explain, info, sample, train
+from charlm.cli import compare, evaluate, explain, info, sample, serve, train
 from charlm.cli.output import silence_stdout
 from charlm.errors import CharlmError
 from charlm.ui.console import error
@@ -34,6 +34,7 @@ COMMANDS = (
     explain.explain,
     explain.units,
     compare.compare,
+    serve.serve,
 )
 
 app = typer.Typer(

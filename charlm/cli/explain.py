@@ -110,10 +110,7 @@ def explain(
         if not quiet:
             err_console.print(f"wrote {html_out}", soft_wrap=True)
     if json_out:
-        rows = ex_lib.saturation_summary(ex.layers) if gates else None
-        doc = {"cell": ex.cell, "chars": ex.scored, "bits_per_char": ex.bits_per_char, "total_bits": ex.total_bits}
-        doc["saturation"] = rows
-        print_json({**doc, "records": ex_lib.records(ex, with_gates=gates)})
+        print_json(ex_lib.document(ex, gates))
         return
     con = view.out_console()
     con.print(view.by_unit(ex, *chosen) if chosen else view.by_surprisal(ex), end="")

@@ -65,7 +65,10 @@ def _with_bias(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([weight.T, bias[None]]), dtype=np.float32)
 
 
-def _prescaled(w: GRUWeights) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+Prescaled = tuple[np.ndarray, np.ndarray, list[np.ndarray]]
+
+
+def prescaled(w: GRUWeights) -> Prescaled:
     """The first layer's input table (its r and z part, its candidate part) and one matrix per layer: [the next
     layer's input projection | this layer's recurrent projection], the top's [recurrent projection | head],
     each (hidden + 1, outputs) with its bias as the last row, all scaled as the module's docstring says."""
@@ -94,10 +97,13 @@ class GRUStep:
     fastest. `state()` returns the state as the model carries it, (layers, batch, hidden).
     """
 
-    def __init__(self, w: GRUWeights, batch: int, state: np.ndarray | None = None) -> None:
+    def __init__(
+        self, w: GRUWeights, batch: int, state: np.ndarray | None = None, pre: Prescaled | None = None
+    ) -> None:
+        """`pre`: what `prescaled(w)` returns, when the caller keeps it for many steps of different sizes."""
         c, H = w.config, w.config.hidden
         self.H, self.one = H, batch == 1
-        self.table_rz, self.table_n, self.mats = _prescaled(w)
+        self.table_rz, self.table_n, self.mats = pre or prescaled(w)
         self.ext = [np.ones((batch, H + 1), np.float32) for _ in range(c.layers)]  # [h, 1]: the 1 meets the biases
         self.out = [np.empty((batch, m.shape[1]), np.float32) for m in self.mats]
         self.rows_rz, self.rows_n = np.empty((batch, 2 * H), np.float32), np.empty((batch, H), np.float32)

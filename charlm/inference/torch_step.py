@@ -8,6 +8,7 @@ as on the NumPy path.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -91,6 +92,17 @@ class FusedGRUStep:
         self.out = [lin(h) for lin, h in zip(self.linears, self.h, strict=True)]  # what the first step reads
         self.gi = emb.new_empty(batch, 3 * H)
         self.rz, self.n = emb.new_empty(batch, 2 * H), emb.new_empty(batch, H)
+
+    def resized(self, hidden: torch.Tensor) -> FusedGRUStep:
+        """This step (its table and products) for another batch, starting from `hidden` (layers, B, H): what a
+        batch whose samples come and go needs. Only a step on int8 products takes any batch size."""
+        new = copy.copy(self)
+        new.h = [hidden[i].clone() for i in range(len(self.h))]
+        new.out = [lin(h) for lin, h in zip(self.linears, new.h, strict=True)]
+        batch = hidden.size(1)
+        new.gi, new.rz, new.n = self.gi.new_empty(batch, 3 * self.H), self.rz.new_empty(batch, 2 * self.H), None
+        new.n = self.n.new_empty(batch, self.H)
+        return new
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x (B,) ids -> logits (B, V) for the next character; the state advances by one character."""

@@ -202,3 +202,11 @@ def records(ex: Explanation, with_gates: bool = False, digits: int = 4) -> list[
             ]
         out.append(rec)
     return out
+
+
+def document(ex: Explanation, with_gates: bool = False) -> dict:
+    """The whole explanation as `charlm explain --json` prints it: the summary, gate saturation (with gates)
+    and the per-character records."""
+    doc = {"cell": ex.cell, "chars": ex.scored, "bits_per_char": ex.bits_per_char, "total_bits": ex.total_bits}
+    doc["saturation"] = saturation_summary(ex.layers) if with_gates and ex.layers is not None else None
+    return {**doc, "records": records(ex, with_gates=with_gates)}
