@@ -1,4 +1,4 @@
-"""Every red-team case of scripts/redteam_checkpoint.py, against a copy of the session's tiny run.
+"""Every red-team case of scripts/redteam_checkpoint.py, against a copy of the tiny run the tests share.
 
 Each case damages or misuses a checkpoint, a run folder, a corpus or an output file as a user could, runs
 charlm (in a child process where it could crash), and says what went wrong, if anything: see that module.
