@@ -29,7 +29,7 @@ from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_all import (  # noqa: E402
+from common import (  # noqa: E402
     ALPHABET,
     CHARLM,
     best_time,

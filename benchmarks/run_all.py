@@ -11,10 +11,8 @@ Training quality (validation loss after a time budget) is benchmarks/quality.py:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from charlm import checkpoint as ckpt_io
 from charlm.checkpoint.manifest import mark
 from charlm.config import ModelConfig, TrainConfig
 from charlm.device import pick_precision
@@ -34,59 +31,23 @@ from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
 from charlm.training.trainer import TrainData, Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
-CHARLM = [sys.executable, "-m", "charlm"]
-ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n-"  # 65 characters, like Shakespeare
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import inference  # noqa: E402  (the sampling and scoring figures, on the helpers in common.py)
+from common import (  # noqa: E402
+    ALPHABET,
+    CHARLM,
+    ROOT,
+    best_time,
+    cli_seconds,
+    flops_per_train_char,
+    machine,
+    matmul_peak,
+    random_text,
+    save_model,
+)
 
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "load_average_at_start": os.getloadavg(),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-    }
-
-
-def best_time(fn: Any, repeats: int) -> float:
-    """The fastest of `repeats` runs: on a shared machine, the one least disturbed by other work."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def matmul_peak(n: int, repeats: int, dtype: torch.dtype = torch.float32) -> float:
-    """GFLOP/s of one large square matrix product in `dtype`."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    return 2 * n**3 / best_time(lambda: a @ b, repeats) / 1e9
-
-
-def flops_per_train_char(m: ModelConfig) -> float:
-    """Matrix-product FLOPs per character for forward + backward (3x the forward)."""
-    fwd, inp = 0, m.embed
-    for _ in range(m.layers):
-        fwd += 2 * 3 * m.hidden * (inp + m.hidden)
-        inp = m.hidden
-    fwd += 2 * m.hidden * m.vocab_size
-    return 3.0 * fwd
-
-
-def random_text(chars: int, seed: int = 0) -> str:
-    """Text with word-like structure over 65 characters (content does not affect speed)."""
-    rng = np.random.default_rng(seed)
-    codes = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)
-    return codes[rng.integers(0, len(codes), chars)].tobytes().decode()
+__all__ = ["ALPHABET", "CHARLM", "ROOT", "best_time", "cli_seconds", "flops_per_train_char", "machine",
+           "matmul_peak", "random_text", "save_model"]  # fmt: skip
 
 
 def bare_train(m: ModelConfig, t: TrainConfig, ids: np.ndarray, steps: int, amp: torch.dtype | None = None) -> float:
@@ -148,21 +109,6 @@ def charlm_train(m: ModelConfig, t: TrainConfig, ids: np.ndarray, tok: CharToken
         "steps": result.step,
         "wall_s": wall,
     }
-
-
-def save_model(folder: Path, m: ModelConfig, tok: CharTokenizer) -> Path:
-    """A checkpoint of an untrained model (speed does not depend on the weights)."""
-    torch.manual_seed(0)
-    meta = {"model": m.to_dict(), "train": TrainConfig().to_dict(), "vocab": tok.to_dict(), "step": 1, "metrics": {}}
-    meta["data"] = {"sources": [], "offset": 0}
-    return ckpt_io.save(folder, meta, CharGRU(m).state_dict(), {})
-
-
-def cli_seconds(args: list[str], repeats: int) -> float:
-    """Wall seconds of a charlm command (best of `repeats`), through its installed entry point."""
-    exe = Path(sys.executable).with_name("charlm")
-    cmd = [str(exe), *args] if exe.exists() else [*CHARLM, *args]
-    return best_time(lambda: subprocess.run(cmd, capture_output=True), repeats)
 
 
 def child_stats(setup: str, code: str) -> dict[str, float]:
@@ -236,7 +182,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "flops_per_train_char": fpc,
         "fraction_of_matmul_peak": ours["chars_per_sec"] * fpc / (peak_amp * 1e9),
     }
-    import inference  # it builds on this module's helpers, so it is imported here rather than at the top
 
     with tempfile.TemporaryDirectory() as tmp:
         ck = save_model(Path(tmp) / "run", m, tok)
@@ -256,7 +201,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(res: dict[str, Any]) -> str:
-    import inference
 
     mc, tr = res["machine"], res["train"]
     prec = tr.get("precision", "fp32")

@@ -10,6 +10,9 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from charlm.errors import Problem, param
+from charlm.errors import problems as as_problems
+
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
@@ -23,7 +26,8 @@ class _Saved:
     dropped, so a checkpoint written by a newer charlm with new fields still loads."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        out: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
@@ -39,16 +43,16 @@ class ModelConfig(_Saved):
     dropout: float = 0.0  # between recurrent layers and before the output head, during training only
     cell: str = "gru"  # gru, lstm or rnn (tanh); a checkpoint written before this field existed is a GRU
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = []
         for name in ("vocab_size", "embed", "hidden", "layers"):
             if getattr(self, name) < 1:
-                out.append(f"--{name} must be at least 1 (got {getattr(self, name)})")
+                out.append(f"{param(name)} must be at least 1 (got {getattr(self, name)})")
         if not 0.0 <= self.dropout < 1.0:
-            out.append(f"--dropout must be in [0, 1) (got {self.dropout})")
+            out.append(f"{param('dropout')} must be in [0, 1) (got {self.dropout})")
         if self.cell not in CELLS:
-            out.append(f"--cell must be {', '.join(CELLS[:-1])} or {CELLS[-1]} (got {self.cell!r})")
-        return out
+            out.append(f"{param('cell')} must be {', '.join(CELLS[:-1])} or {CELLS[-1]} (got {self.cell!r})")
+        return as_problems(out)
 
 
 @dataclass
@@ -74,44 +78,41 @@ class TrainConfig(_Saved):
     device: str = "auto"
     precision: str = "auto"  # arithmetic of the training step: auto, fp32 or bf16 (weights always stay fp32)
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = []
         for name in ("seq_len", "batch_size", "eval_every", "warmup_steps"):
             if getattr(self, name) < (0 if name == "warmup_steps" else 1):
-                out.append(f"--{_flag(name)} must be positive (got {getattr(self, name)})")
+                out.append(f"{param(name)} must be positive (got {getattr(self, name)})")
         for name in ("max_steps", "save_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                out.append(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
+                out.append(f"{param(name)} must be at least 1 (got {getattr(self, name)})")
         if self.keep < 1:
-            out.append(f"--keep must be at least 1 (got {self.keep})")
+            out.append(f"{param('keep')} must be at least 1 (got {self.keep})")
         if self.patience < 0:
-            out.append(f"--patience must be 0 (off) or more (got {self.patience})")
+            out.append(f"{param('patience')} must be 0 (off) or more (got {self.patience})")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            out.append(f"--lr must be a positive number (got {self.lr})")
+            out.append(f"{param('lr')} must be a positive number (got {self.lr})")
         if self.lr_schedule not in LR_SCHEDULES:
             names = f"{', '.join(LR_SCHEDULES[:-1])} or {LR_SCHEDULES[-1]}"
-            out.append(f"--lr-schedule must be {names} (got {self.lr_schedule!r})")
+            out.append(f"{param('lr_schedule')} must be {names} (got {self.lr_schedule!r})")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            out.append(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
+            out.append(f"{param('min_lr_ratio')} must be in [0, 1] (got {self.min_lr_ratio})")
         if not 0.0 < self.decay_fraction <= 1.0:
-            out.append(f"--decay-fraction must be in (0, 1] (got {self.decay_fraction})")
+            out.append(f"{param('decay_fraction')} must be in (0, 1] (got {self.decay_fraction})")
         if not 0.0 <= self.ema < 1.0:
-            out.append(f"--ema must be in [0, 1): 0 is off, e.g. 0.999 (got {self.ema})")
+            out.append(f"{param('ema')} must be in [0, 1): 0 is off, e.g. 0.999 (got {self.ema})")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            out.append(f"--weight-decay must be 0 or more (got {self.weight_decay})")
+            out.append(f"{param('weight_decay')} must be 0 or more (got {self.weight_decay})")
         if self.max_time is not None and not self.max_time > 0:
-            out.append(f"--max-time must be positive (got {self.max_time})")
+            out.append(f"{param('max_time')} must be positive (got {self.max_time})")
         if not 0.0 <= self.val_fraction < 1.0:
-            out.append(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+            out.append(f"{param('val_fraction')} must be in [0, 1) (got {self.val_fraction})")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
-            out.append(f"--device must be auto, cpu, cuda or mps (got {self.device!r})")
+            out.append(f"{param('device')} must be auto, cpu, cuda or mps (got {self.device!r})")
         if self.precision not in PRECISIONS:
-            out.append(f"--precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]} (got {self.precision!r})")
-        return out
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+            choices = f"{', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}"
+            out.append(f"{param('precision')} must be {choices} (got {self.precision!r})")
+        return as_problems(out)
 
 
 def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, param
 
 
 def pick_device(name: str) -> torch.device:
@@ -16,9 +16,13 @@ def pick_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CharlmError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+        raise CharlmError(
+            f"{param('device')} cuda: no CUDA GPU is available here (use {param('device')} cpu or auto)"
+        )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CharlmError("--device mps: Apple's MPS backend is not available here (use --device cpu or auto)")
+        raise CharlmError(
+            f"{param('device')} mps: Apple's MPS backend is not available here (use {param('device')} cpu or auto)"
+        )
     return torch.device(name)
 
 
@@ -40,5 +44,7 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
     else:
         native = False
     if name == "bf16" and not native:
-        raise CharlmError(f"--precision bf16: this {device.type} has no native bfloat16 arithmetic (use fp32 or auto)")
+        raise CharlmError(
+            f"{param('precision')} bf16: this {device.type} has no native bfloat16 arithmetic (use fp32 or auto)"
+        )
     return torch.bfloat16 if native else None

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from charlm.errors import UsageError
+from charlm.errors import UnknownCharactersError, param
 
 OnUnknown = Literal["error", "skip"]
 
@@ -58,17 +58,21 @@ class CharTokenizer:
         return list(dict.fromkeys(chr(int(c)) for c in cps[~ok]))
 
     def encode(self, text: str, on_unknown: OnUnknown = "error", what: str = "the text") -> np.ndarray:
-        """Ids as int64. Unknown characters raise UsageError naming them, or are dropped with on_unknown='skip'."""
+        """Ids as int64. Unknown characters raise UnknownCharactersError (a UsageError) naming them, or are
+        dropped with on_unknown='skip'."""
         cps = code_points(text)
         ids, ok = self._lookup(cps)
         if not ok.all():
             if on_unknown == "skip":
-                return ids[ok]
+                kept: np.ndarray = ids[ok]
+                return kept
             bad = list(dict.fromkeys(chr(int(c)) for c in cps[~ok]))
             shown = ", ".join(describe_char(c) for c in bad[:10]) + (" ..." if len(bad) > 10 else "")
-            raise UsageError(
+            raise UnknownCharactersError(
                 f"{what} has {len(bad)} character(s) the model never saw in training: {shown} "
-                "(use --skip-unknown to drop them)"
+                f"(use {param('skip_unknown')} to drop them)",
+                bad,
+                what,
             )
         return ids
 

@@ -91,8 +91,8 @@ def test_lstm_state_is_h_of_every_layer_then_c() -> None:
 
 def test_a_bad_cell_is_refused() -> None:
     cfg = ModelConfig(vocab_size=13, cell="gru2")
-    assert cfg.problems() == ["--cell must be gru, lstm or rnn (got 'gru2')"]
-    with pytest.raises(ValueError, match="--cell must be gru, lstm or rnn"):
+    assert cfg.problems() == ["cell must be gru, lstm or rnn (got 'gru2')"]
+    with pytest.raises(ValueError, match="^cell must be gru, lstm or rnn"):
         CharLM(cfg)
     assert ModelConfig.from_dict({"vocab_size": 13, "hidden": 8}).cell == "gru"  # written before cells existed
     assert all(not ModelConfig(vocab_size=13, cell=c).problems() for c in CELLS)

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from charlm.errors import UsageError
+from charlm.errors import UnknownCharactersError, UsageError
 from charlm.tokenizer import CharTokenizer, describe_char
 
 MIXED = "Hello, world!\n\tTabs and 漢字かな交じり文; emoji 😀🎉👍🏽 and e\u0301 (a combining accent).\n"
@@ -44,13 +44,15 @@ def test_order_is_code_point_order_whatever_the_text_order() -> None:
 
 def test_unknown_characters_are_named() -> None:
     tok = CharTokenizer.from_text("abc \n")
-    with pytest.raises(UsageError) as e:
-        tok.encode("abz c😀z\x07", what="--prime")
+    with pytest.raises(UnknownCharactersError) as e:
+        tok.encode("abz c😀z\x07", what="the prime")
     msg = str(e.value)
-    assert msg.startswith("--prime has 3 character(s)")
+    assert msg.startswith("the prime has 3 character(s)")
     assert "'z'" in msg and "'😀'" in msg and "U+0007" in msg
-    assert "--skip-unknown" in msg
-    assert e.value.exit_code == 2
+    assert "(use skip_unknown to drop them)" in msg  # the library names its parameter; the CLI its flag
+    assert e.value.render(lambda name: "--skip-unknown").endswith("(use --skip-unknown to drop them)")
+    assert e.value.chars == ["z", "😀", "\x07"] and e.value.where == "the prime"
+    assert isinstance(e.value, UsageError) and e.value.exit_code == 2
     assert tok.unknown("abz c😀z\x07") == ["z", "😀", "\x07"]  # distinct, in order of first appearance
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from charlm.checkpoint import manifest
 from charlm.checkpoint.layout import asides, holds_only_checkpoint_files, is_real_dir, set_aside_from
-from charlm.errors import RunLockedError, UsageError
+from charlm.errors import RunLockedError, UsageError, param
 
 LOCK = ".lock"
 _STALE_IDS = re.compile(r"\.ids-\d+\.npy")  # an id file a killed encoding was writing (charlm.data.encode)
@@ -85,21 +85,22 @@ class RunLock:
             self._made = missing  # the run folder and any folders above it that taking the lock created
             self._fd = os.open(self.run / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
-            raise UsageError(f"--out {self.run}: cannot create the run folder ({e.strerror or e})") from None
+            raise UsageError(f"{param('out')} {self.run}: cannot create the run folder ({e.strerror or e})") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
             self._fd = None
             raise RunLockedError(
-                f"{self.run}: another charlm train is writing to this run folder; wait for it or use another --out"
+                f"{self.run}: another charlm train is writing to this run folder; "
+                f"wait for it or use another {param('out')}"
             ) from None
         try:
             self._marked = not manifest.has_manifest(self.run)
             manifest.mark(self.run)
         except OSError as e:
             self.__exit__()
-            raise UsageError(f"--out {self.run}: cannot write into it ({e.strerror or e})") from None
+            raise UsageError(f"{param('out')} {self.run}: cannot write into it ({e.strerror or e})") from None
         _clear_leftovers(self.run)
         return self
 

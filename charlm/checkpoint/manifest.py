@@ -15,6 +15,7 @@ from pathlib import Path
 
 from charlm import __version__
 from charlm.checkpoint.layout import STEP_GLOB
+from charlm.errors import param
 
 MANIFEST = ".charlm-run"
 KIND = "charlm-run"
@@ -74,7 +75,7 @@ def mark(folder: Path) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
-def folder_problem(folder: Path, option: str = "--out") -> str | None:
+def folder_problem(folder: Path, option: str = param("out")) -> str | None:
     """Why `folder` may not become or be used as a run folder, or None: it must be new, empty, or a run folder."""
     if folder.is_symlink() and not folder.exists():
         return f"{option} {folder}: is a broken symbolic link"

@@ -82,10 +82,13 @@ def _given_folder(path: Path | None, root: Path) -> Path:
             )
         path = runs[-1]
     if not path.exists():
-        runs = ", ".join(str(r) for r in find_runs(root)[-5:])
+        available = find_runs(root)
+        runs = ", ".join(str(r) for r in available[-5:])
         raise CheckpointNotFoundError(
             f"{path}: no such checkpoint or run folder"
-            + (f" (runs under {root}/: {runs})" if runs else f" (and no runs under {root}/)")
+            + (f" (runs under {root}/: {runs})" if runs else f" (and no runs under {root}/)"),
+            path,
+            available,
         )
     if path.is_file():
         if not is_step_dir(path.parent):

@@ -16,6 +16,7 @@ import typer
 
 from charlm import __version__
 from charlm.cli import compare, evaluate, explain, info, sample, serve, train
+from charlm.cli.options import flag
 from charlm.cli.output import silence_stdout
 from charlm.errors import CharlmError
 from charlm.ui.console import error
@@ -50,14 +51,14 @@ ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Cl
 
 
 def handled(fn: Callable[..., None]) -> Callable[..., None]:
-    """Turn a CharlmError into its one-line message on stderr and its exit status."""
+    """Turn a CharlmError into its one-line message on stderr (settings named by their flags) and its exit status."""
 
     @functools.wraps(fn)  # Typer reads the options from the wrapped function's signature
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
         except CharlmError as e:
-            error(str(e))
+            error(e.render(flag))
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:
             # The reader went away (`charlm sample | head`): that is a normal end for a pipeline, not an error.

@@ -75,7 +75,7 @@ def compare(
         if not quiet:
             err_console.print(f"compare: {cell} ({names.index(cell) + 1} of {len(names)}) into {run}", soft_wrap=True)
         req = training.TrainRequest(list(corpus), run, replace_bad_bytes=replace_bad_bytes, overrides=own)
-        with TrainDisplay(quiet=quiet) as display:
+        with TrainDisplay(quiet=quiet, names=opt.flag) as display:
             result = training.train(req, display)
         return result
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from charlm.cli.options import Device, Jsonl, Quiet, ReplaceBadBytes, SkipUnknown, checkpoint_and_text, load
+from charlm.cli.options import Device, Jsonl, Quiet, ReplaceBadBytes, SkipUnknown, checkpoint_and_text, load_model
 from charlm.cli.output import print_line_scores, print_score
 from charlm.errors import UsageError
 
@@ -29,16 +29,12 @@ def evaluate(
 ) -> None:
     """Score a text: loss in nats/char, bits/char and perplexity (lower means less surprised)."""
     from charlm.data.corpus import read_text
-    from charlm.inference.evaluate import line_records, score_ids
 
     checkpoint, (file,) = checkpoint_and_text(paths, 1, "evaluate takes at most two arguments: [CHECKPOINT] FILE")
     if jsonl and not per_line or json_out and per_line:
         raise UsageError("use --jsonl with --per-line (many records), --json without it (one summary)")
     text = read_text(file, replace_bad_bytes)
-    model, tok, dev = load(checkpoint, device, quiet)
+    model = load_model(checkpoint, device, quiet)
     if per_line:
-        return print_line_scores(line_records(model, tok, text, skip_unknown, dev), jsonl)
-    ids = tok.encode(text, "skip" if skip_unknown else "error", what=file)
-    if len(ids) < 2:
-        raise UsageError(f"{file}: needs at least two (known) characters to score")
-    print_score(score_ids(model, ids, dev), json_out)
+        return print_line_scores(model.iter_score_lines(text, skip_unknown=skip_unknown), jsonl)
+    print_score(model.score(text, skip_unknown=skip_unknown, source=file), json_out)

@@ -6,15 +6,18 @@ Like the other commands they only parse, call the library and print.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from charlm import outfile
-from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load
+from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load_model
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
 from charlm.ui.console import err_console, warn
+
+if TYPE_CHECKING:
+    from charlm.api import Model
 
 TextArgs = Annotated[
     Optional[list[str]],
@@ -29,9 +32,10 @@ MaxChars = Annotated[int, typer.Option(help="Read at most this many characters o
 
 
 def _explain_input(
-    paths: Optional[list[str]], literal: Optional[str], max_chars: int, skip_unknown: bool, device: str, quiet: bool
-) -> tuple[Any, Any, Any]:
-    """Checkpoint and text from `[CHECKPOINT] FILE|-` or `[CHECKPOINT] --text STRING` -> (model, tokenizer, ids)."""
+    paths: Optional[list[str]], literal: Optional[str], max_chars: int, device: str, quiet: bool
+) -> tuple[Model, str, str]:
+    """Checkpoint and text from `[CHECKPOINT] FILE|-` or `[CHECKPOINT] --text STRING` -> (model, text, what the
+    text is called in messages)."""
     from charlm.data.corpus import read_text
 
     usage = "give [CHECKPOINT] FILE (or - for stdin), or [CHECKPOINT] --text STRING"
@@ -44,11 +48,7 @@ def _explain_input(
         if not quiet:
             warn(f"{what}: using the first {max_chars:,} of {len(text):,} characters (raise --max-chars for more)")
         text = text[:max_chars]
-    model, tok, _ = load(checkpoint, device, quiet)
-    ids = tok.encode(text, "skip" if skip_unknown else "error", what=what)
-    if len(ids) < 2:
-        raise UsageError(f"{what}: needs at least two (known) characters to explain")
-    return model, tok, ids
+    return load_model(checkpoint, device, quiet), text, what
 
 
 def _check_unit(ex: Any, layer: Optional[int], unit: int) -> tuple[int, int]:
@@ -98,15 +98,16 @@ def explain(
         raise UsageError(f"--top-k must be at least 1 (got {top_k})")
     if html_out is not None:  # refused before any work: an existing file not charlm's, the input, a run's files
         outfile.check_file(html_out, option="--html", kind="html", force=force, inputs=(paths or [])[-1:])
-    model, tok, ids = _explain_input(paths, literal, max_chars, skip_unknown, device, quiet)
-    if at is not None and not 1 <= at < len(ids):
-        raise UsageError(f"--at must be in 1..{len(ids) - 1}: position 0 has nothing before it to predict from")
-    ex = ex_lib.explain(model, tok, ids, top_k, gates=gates or unit is not None or html_out is not None)
+    model, text, what = _explain_input(paths, literal, max_chars, device, quiet)
+    traced = gates or unit is not None or html_out is not None
+    ex = model.explain(text, top_k=top_k, gates=traced, skip_unknown=skip_unknown, source=what).explanation
+    if at is not None and not 1 <= at < len(ex.chars):
+        raise UsageError(f"--at must be in 1..{len(ex.chars) - 1}: position 0 has nothing before it to predict from")
     chosen = _check_unit(ex, layer, unit) if unit is not None else None
     if html_out is not None:
         from charlm.ui import html as html_report
 
-        html_report.write(html_out, html_report.render(ex, f"charlm explain: {len(ids)} characters", chosen))
+        html_report.write(html_out, html_report.render(ex, f"charlm explain: {len(ex.chars)} characters", chosen))
         if not quiet:
             err_console.print(f"wrote {html_out}", soft_wrap=True)
     if json_out:
@@ -136,16 +137,15 @@ def units(
     quiet: Quiet = False,
 ) -> None:
     """Rank hidden units by how well they track features of a text: quotes, brackets, line position, words, regex."""
-    from charlm.interpret.explain import trace_gates
-    from charlm.interpret.units import find_units, regex_feature, unit_states
+    from charlm.interpret.units import regex_feature
     from charlm.ui import explain_view as view
 
     if top < 1:
         raise UsageError(f"--top must be at least 1 (got {top})")
     if regex is not None:
         regex_feature(regex)  # a bad pattern is a usage error before any work is done
-    model, tok, ids = _explain_input(paths, literal, max_chars, skip_unknown, device, quiet)
-    found = find_units(tok.decode(ids), unit_states(trace_gates(model, ids)), regex, top)
+    model, text, what = _explain_input(paths, literal, max_chars, device, quiet)
+    found = model.units(text, regex=regex, top=top, skip_unknown=skip_unknown, source=what)
     if json_out:
         print_json({k: v if isinstance(v, str) else [s.to_dict() for s in v] for k, v in found.items()})
     else:

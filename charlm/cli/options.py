@@ -15,12 +15,8 @@ from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import UsageError
 from charlm.ui.console import err_console
 
-if TYPE_CHECKING:  # torch is imported only by the commands that need it, to keep `charlm --help` quick
-    import torch
-
-    from charlm.checkpoint import Checkpoint
-    from charlm.model import CharGRU
-    from charlm.tokenizer import CharTokenizer
+if TYPE_CHECKING:  # the library is imported only by the commands that need it, to keep `charlm --help` quick
+    from charlm.api import Model
 
 Ckpt = Annotated[
     Optional[Path],
@@ -89,6 +85,8 @@ Corpus = Annotated[
     Optional[list[str]], typer.Argument(help="UTF-8 text file(s) to learn from, or - for stdin.", show_default=False)
 ]
 JsonSummary = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")]
+# The library's parameters whose flag is not their name with dashes (see `flag`).
+FLAG_NAMES = {"n": "--num-samples", "corpus": "CORPUS", "path": "CHECKPOINT"}
 
 
 def given(settings: dict[str, Any]) -> dict[str, Any]:
@@ -107,22 +105,19 @@ def checkpoint_and_text(paths: list[str], texts: int, usage: str) -> tuple[Optio
     return (Path(paths[0]) if given else None), paths[given:]
 
 
-def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
-    """The best checkpoint of what was named; when nothing was, stderr says which run was picked."""
-    from charlm import checkpoint as ckpt_io
+def flag(name: str) -> str:
+    """The command line's name for the library's parameter `name` (messages from the library name parameters):
+    the one place the two are mapped. It is the parameter's name with dashes (--max-time for max_time), but
+    for those in FLAG_NAMES."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
-    ck = ckpt_io.resolve(checkpoint, "best")
+
+def load_model(checkpoint: Optional[Path], device: str, quiet: bool) -> Model:
+    """The model of the checkpoint named (a run's best), on `device`; when nothing was named, stderr says which
+    run was picked."""
+    from charlm import api
+
+    model = api.load(checkpoint, device=device)
     if checkpoint is None and not quiet:
-        err_console.print(f"using {ck.path}", soft_wrap=True)
-    return ck
-
-
-def load(checkpoint: Optional[Path], device: str, quiet: bool) -> tuple[CharGRU, CharTokenizer, torch.device]:
-    """The model and tokenizer of the checkpoint `resolve` picks, on the device asked for."""
-    from charlm import checkpoint as ckpt_io
-    from charlm.device import pick_device
-
-    ck = resolve(checkpoint, quiet)
-    dev = pick_device(device)
-    model, tok = ckpt_io.load_model(ck, dev)
-    return model, tok, dev
+        err_console.print(f"using {model.path}", soft_wrap=True)
+    return model

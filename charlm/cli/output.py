@@ -15,11 +15,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from charlm.errors import UsageError
-from charlm.ui import console
-
-if TYPE_CHECKING:  # it imports torch, which a bare `charlm --help` should not wait for
-    from charlm.inference.evaluate import EvalResult, LineScore
+if TYPE_CHECKING:  # the library, which a bare `charlm --help` should not wait for
+    from charlm.api import LineScore, Score
 
 FLUSH_EVERY = 0.05  # seconds
 
@@ -81,42 +78,21 @@ def train_summary(result: Any) -> dict[str, Any]:
     }
 
 
-def print_score(r: EvalResult, json_out: bool) -> None:
+def print_score(r: Score, json_out: bool) -> None:
     """A whole text's score: one JSON object (--json), or loss, bits/char, perplexity and characters, tab-separated."""
     if json_out:
         print_json(r.to_dict())
     else:
         print(
-            f"{r.loss:.4f} nats/char\t{r.bits_per_char:.4f} bits/char\tperplexity {r.perplexity:.3f}\t{r.chars} chars"
+            f"{r.nats_per_char:.4f} nats/char\t{r.bits_per_char:.4f} bits/char\tperplexity {r.perplexity:.3f}\t"
+            f"{r.chars} chars"
         )
 
 
-def print_line_scores(records: Iterable[tuple[str, LineScore]], jsonl: bool) -> None:
+def print_line_scores(records: Iterable[LineScore], jsonl: bool) -> None:
     """One record per line: tab-separated `bits/char  bits  chars  line`, or one JSON object (--jsonl)."""
-    for n, (line, s) in enumerate(records, 1):
+    for s in records:
         if jsonl:
-            print_json({"line": n, "bits_per_char": s.bits_per_char, "bits": s.bits, "chars": s.chars, "text": line})
+            print_json(s.to_dict())
         else:
-            print(f"{s.bits_per_char:.4f}\t{s.bits:.2f}\t{s.chars}\t{line}")
-
-
-def interactive(model: Any, tok: Any, opts: Any, device: Any, prompt: Any = None) -> None:
-    """Read a prime per line of stdin and stream a continuation of it, until end of input."""
-    from dataclasses import replace
-
-    from charlm.inference.sample import stream
-
-    n = 0
-    while True:
-        if prompt is not None:
-            prompt()
-        line = sys.stdin.readline()
-        if not line:
-            return
-        seed = None if opts.seed is None else opts.seed + n
-        n += 1
-        try:
-            write_stream(stream(model, tok, replace(opts, prime=line.rstrip("\n"), seed=seed), device))
-        except UsageError as e:  # a prime with unknown characters: say so and take the next one
-            console.error(str(e))
-        print(flush=True)
+            print(f"{s.bits_per_char:.4f}\t{s.bits:.2f}\t{s.chars}\t{s.text}")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from charlm.cli.options import Ckpt, Device, Quiet, SkipUnknown, resolve
-from charlm.cli.output import interactive as prompt_loop
+from charlm.cli.options import Ckpt, Device, Quiet, SkipUnknown, flag, load_model
 from charlm.cli.output import write_samples, write_stream
 from charlm.errors import UsageError
+from charlm.ui import console
 from charlm.ui.console import err_console
+
+if TYPE_CHECKING:
+    from charlm.api import Model
 
 SEPARATOR_HELP = "Put between samples (--num-samples); the last ends with a newline. \\[default: a blank line]"
 
@@ -42,21 +46,39 @@ def sample(
     # One BLAS thread, set before NumPy loads OpenBLAS: a sampling step is a few small products, and a second
     # thread waiting for a busy core slows them several times over (measured: 32 samples, 8x slower).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from charlm.inference import sample as sampling
+    from charlm.api import check_sample
 
     if interactive and prime == "-":
         raise UsageError("--interactive reads primes from stdin; it cannot also take --prime -")
     if prime == "-":
         prime = sys.stdin.read()
-    opts = sampling.SampleOptions(
-        length, temperature, top_k, top_p, seed, prime, stop or None, "skip" if skip_unknown else "error"
-    )
-    sampling.check(opts, num_samples)
-    model, tok, dev = sampling.load(resolve(checkpoint, quiet), device, 1 if interactive else num_samples)
+    options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "prime": prime, "stop": stop,
+               "seed": seed, "skip_unknown": skip_unknown}  # fmt: skip
+    check_sample(length, n=num_samples, **options)  # before a checkpoint is looked for
+    model = load_model(checkpoint, device, quiet)
     if interactive:
         show = sys.stdin.isatty() and not quiet
-        prompt_loop(model, tok, opts, dev, (lambda: err_console.print("> ", end="")) if show else None)
+        prompt_loop(model, length, options, (lambda: err_console.print("> ", end="")) if show else None)
     elif num_samples == 1 and not jsonl:
-        write_stream(sampling.stream(model, tok, opts, dev))
+        write_stream(model.stream(length, **options))
     else:
-        write_samples(sampling.sample_many(model, tok, opts, num_samples, dev), separator, jsonl)
+        write_samples(model.sample(length, n=num_samples, **options), separator, jsonl)
+
+
+def prompt_loop(model: Model, length: int, options: dict[str, Any], prompt: Callable[[], None] | None = None) -> None:
+    """Read a prime per line of stdin and stream a continuation of it, until end of input; the seed (if any)
+    goes up by one from each line to the next."""
+    n, seed = 0, options.get("seed")
+    while True:
+        if prompt is not None:
+            prompt()
+        line = sys.stdin.readline()
+        if not line:
+            return
+        given = {**options, "prime": line.rstrip("\n"), "seed": None if seed is None else seed + n}
+        n += 1
+        try:
+            write_stream(model.stream(length, **given))
+        except UsageError as e:  # a prime with unknown characters: say so and take the next one
+            console.error(e.render(flag))
+        print(flush=True)

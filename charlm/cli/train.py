@@ -32,6 +32,7 @@ from charlm.cli.options import (
     TrainDevice,
     ValFraction,
     WeightDecay,
+    flag,
     given,
     setting,
 )
@@ -92,6 +93,8 @@ def train(
     Under torchrun (torchrun --nproc_per_node=N -m charlm train ...) the N processes train one model together.
     """
     from charlm import training
+    from charlm.api import train_request
+    from charlm.errors import TrainingInterrupted
     from charlm.ui.progress import TrainDisplay, train_done
 
     # Each setting under its ModelConfig/TrainConfig field name, never picked out of locals(): a renamed option
@@ -107,8 +110,12 @@ def train(
     }  # fmt: skip
     req = training.TrainRequest(corpus or [], out, val, resume, init_from, replace_bad_bytes, given(settings))
     main_rank = training.RankInfo.from_env().is_main
-    with TrainDisplay(quiet=quiet or not main_rank) as display:
-        result = training.train(req, display, backend)
+    with TrainDisplay(quiet=quiet or not main_rank, names=flag) as display:
+        try:
+            run = train_request(req, display, progress=False, backend=backend, second_interrupt="exit", names=flag)
+            result = run.result
+        except TrainingInterrupted as e:  # stopped cleanly by Ctrl-C or SIGTERM: say where it is, exit 130/143
+            result = e.run.result
     if main_rank:
         train_done(result, quiet)
         if json_out:

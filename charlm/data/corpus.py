@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from charlm.errors import CorpusError
+from charlm.errors import CorpusError, param
 
 STDIN = "-"
 CHUNK_BYTES = 8 << 20
@@ -203,7 +203,7 @@ def _decode(decoder: Any, raw: bytes, name: str, done: int, f: IO[bytes], final:
         line = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(min(CHUNK_BYTES, at - f.tell())), b"")) + 1
         raise CorpusError(
             f"{name}: not valid UTF-8 at byte {at} (line {line}); "
-            "use --replace-bad-bytes to read it with U+FFFD in their place"
+            f"use {param('replace_bad_bytes')} to read it with U+FFFD in their place"
         ) from None
 
 
@@ -236,7 +236,7 @@ def check_length(name: str, train_chars: int, seq_len: int, batch_size: int = 1,
     if train_chars < seq_len + 1:
         raise CorpusError(
             f"{name}: has {train_chars} characters{train_word}, fewer than one training window needs "
-            f"({seq_len + 1}); add text or lower --seq-len"
+            f"({seq_len + 1}); add text or lower {param('seq_len')}"
         )
     if problem := streams_problem(train_chars, batch_size, seq_len):
         raise CorpusError(problem)
@@ -253,7 +253,7 @@ def streams_problem(n_chars: int, batch_size: int, seq_len: int) -> str | None:
     if seq_len >= 1 and batch_size >= 1 and (n_chars - 1) // batch_size < seq_len:
         return (
             f"the training text ({n_chars} characters) is too short for {batch_size} streams of "
-            f"{seq_len} characters; lower --batch-size or --seq-len"
+            f"{seq_len} characters; lower {param('batch_size')} or {param('seq_len')}"
         )
     return None
 

@@ -4,37 +4,19 @@ text or for each of its lines on its own."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlm.inference.scores import Score
 from charlm.inference.threads import cpu_threads, run_shares, split
 from charlm.model import CharGRU
 from charlm.tokenizer import CharTokenizer
 
-
-@dataclass
-class EvalResult:
-    chars: int  # characters scored (each predicted from the ones before it)
-    nats: float  # total negative log-likelihood
-
-    @property
-    def loss(self) -> float:
-        return self.nats / self.chars if self.chars else math.nan
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.loss / math.log(2)
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.loss) if self.chars else math.nan
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {**asdict(self), "loss": self.loss, "bits_per_char": self.bits_per_char, "perplexity": self.perplexity}
+EvalResult = Score  # the name a whole text's score had before the Python API named it
 
 
 def score_ids(
@@ -44,7 +26,7 @@ def score_ids(
     streams: int = 64,
     burn_in: int = 128,
     chunk: int | None = None,
-) -> EvalResult:
+) -> Score:
     """Score ids[1:] given what precedes each, in up to `streams` segments run side by side.
 
     Running segments in parallel is what makes scoring fast, but a segment started from a zero state would
@@ -58,7 +40,7 @@ def score_ids(
     """
     n_pred = len(ids) - 1
     if n_pred < 1:
-        return EvalResult(0, 0.0)
+        return Score(0, 0.0)
     was_training = model.training
     model.eval()
     x, y, mask = (torch.from_numpy(a).to(device) for a in _segments(ids, streams, burn_in))
@@ -68,7 +50,7 @@ def score_ids(
         nats = run_shares(lambda rows: _nats(model, x[rows], y[rows], mask[rows], chunk), parts, len(parts))
     finally:
         model.train(was_training)
-    return EvalResult(int(mask.sum()), float(sum(nats)))
+    return Score(int(mask.sum()), float(sum(nats)))
 
 
 def _segments(ids: np.ndarray, streams: int, burn_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -166,18 +148,22 @@ def split_lines(text: str) -> list[str]:
 def line_records(
     model: CharGRU,
     tok: CharTokenizer,
-    text: str,
+    text: str | Sequence[str],
     skip_unknown: bool,
     device: torch.device | str = "cpu",
     block: int = 4096,
+    what: str = "the text",
 ) -> Iterator[tuple[str, LineScore]]:
-    """(line, LineScore) for each line of `text`, in order, scored `block` lines at a time.
+    """(line, LineScore) for each line of `text` (a text, cut at its newlines, or its lines), in order, scored
+    `block` lines at a time.
 
     Lines are scored in blocks so that a text of millions of lines never holds all its ids at once, and the
-    first records can be printed before the last lines are scored.
+    first records can be printed before the last lines are scored. Unknown characters raise one error for the
+    whole input, before anything is scored, unless `skip_unknown`.
     """
-    lines = split_lines(text)
-    tok.encode(text, "skip" if skip_unknown else "error", what="the text")  # one clear error for the whole input
+    lines = split_lines(text) if isinstance(text, str) else list(text)
+    joined = text if isinstance(text, str) else "\n".join(lines)
+    tok.encode(joined, "skip" if skip_unknown else "error", what=what)  # one clear error for the whole input
     start = tok.id_of("\n") if "\n" in tok else None
     for a in range(0, len(lines), block):
         part = lines[a : a + block]

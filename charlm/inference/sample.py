@@ -11,57 +11,46 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charlm.errors import UsageError
+from charlm.errors import param
+from charlm.inference.draws import CHUNK, INT8_MIN_BATCH, Gumbel, SampleOptions, check, decode, sampling_filter
 from charlm.inference.gru_numpy import GRUStep, GRUWeights
 from charlm.tokenizer import CharTokenizer, OnUnknown
 
 if TYPE_CHECKING:
     from charlm.checkpoint import Checkpoint
+    from charlm.config import ModelConfig
 
-CHUNK = 64  # steps computed between yields; the random draws for a chunk are made in one call
-INT8_MIN_BATCH = 64  # on a CPU, this many samples at once or more use PyTorch's int8 matrix products
+__all__ = [  # the sampling options and draws live in charlm.inference.draws, which torch_step also reads
+    "CHUNK",
+    "CPU_MAX_PARAMS",
+    "INT8_MIN_BATCH",
+    "Gumbel",
+    "SampleOptions",
+    "check",
+    "decode",
+    "filter_logits",
+    "generate_chunks",
+    "generate_ids",
+    "load",
+    "numpy_path",
+    "sample_many",
+    "sampling_filter",
+    "start_ids",
+    "stream",
+]
+
 # On `--device auto`, models up to this size sample on the CPU even where there is a GPU: one character of
 # one sample is a few small products, and a GPU spends longer launching them than a CPU takes to run them.
 CPU_MAX_PARAMS = 2_500_000
 
 
-@dataclass
-class SampleOptions:
-    length: int = 1000  # characters to generate per sample (not counting the prime)
-    temperature: float = 1.0  # 0 picks the most likely character every time (greedy)
-    top_k: int | None = None  # sample only among the k most likely characters
-    top_p: float | None = None  # sample only among the most likely characters whose probabilities sum to p
-    seed: int | None = None  # the same seed (and model) gives the same text
-    prime: str = ""  # text the model reads first; the output continues it
-    stop: str | None = None  # end a sample before the first occurrence of this string
-    on_unknown: OnUnknown = "error"
-
-
-def check(opts: SampleOptions, num_samples: int = 1) -> None:
-    """Raise one UsageError listing every bad option."""
-    problems = []
-    if not (math.isfinite(opts.temperature) and opts.temperature >= 0):
-        problems.append(f"--temperature must be a finite number >= 0 (got {opts.temperature})")
-    if opts.top_k is not None and opts.top_k < 1:
-        problems.append(f"--top-k must be at least 1 (got {opts.top_k})")
-    if opts.top_p is not None and not 0 < opts.top_p <= 1:
-        problems.append(f"--top-p must be in (0, 1] (got {opts.top_p})")
-    if opts.length < 0:
-        problems.append(f"--length must be 0 or more (got {opts.length})")
-    if num_samples < 1:
-        problems.append(f"--num-samples must be at least 1 (got {num_samples})")
-    if problems:
-        raise UsageError(problems)
-
-
 def start_ids(tok: CharTokenizer, prime: str, on_unknown: OnUnknown) -> list[int]:
     """The prime as ids; with no prime the model starts as at the beginning of a line."""
-    ids = tok.encode(prime, on_unknown, what="--prime").tolist() if prime else []
+    ids = tok.encode(prime, on_unknown, what=param("prime")).tolist() if prime else []
     if not ids:
         ids = [tok.id_of("\n") if "\n" in tok else 0]
     return ids
@@ -85,46 +74,8 @@ def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top
     return logits
 
 
-class Gumbel:
-    """Gumbel noise for a chunk of steps at a time, scaled by the temperature: argmax(logits + noise) is then
-    an exact draw from softmax(logits / temperature) (the Gumbel-max trick), in two operations per step
-    instead of a softmax, a cumulative sum and a search. Always a whole chunk, so a longer sample with the
-    same seed begins with the same text. None at temperature 0: greedy decoding draws nothing."""
-
-    def __init__(self, seed: int | None, temperature: float) -> None:
-        self.rng, self.temperature = np.random.default_rng(seed), temperature
-
-    def __call__(self, batch: int, vocab: int) -> np.ndarray | None:
-        if not self.temperature:
-            return None
-        e = self.rng.standard_exponential((CHUNK, batch, vocab), dtype=np.float32)
-        np.log(np.maximum(e, np.finfo(np.float32).tiny, out=e), out=e)  # -log of an Exp(1) draw is Gumbel
-        e *= -self.temperature
-        return e
-
-
-def decode(step: Any, x: Any, out: Any, noise: Any, filt: Any, add: Any, argmax: Any, buf: Any) -> Any:
-    """Fill `out` (T, B) with a chunk of ids: step, filter, add the noise, take the largest. Arrays are NumPy's
-    or torch's, `add(a, b, out=)` and `argmax(logits, out)` that framework's. Returns the last ids."""
-    for t in range(len(out)):
-        logits = step(x)
-        if filt is not None:  # -inf for the excluded characters; the temperature is in the noise
-            logits = filt(logits)
-        if noise is not None:
-            logits = add(logits, noise[t], out=buf)
-        x = argmax(logits, out[t])
-    return x
-
-
 def _argmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
     return logits.argmax(-1, out=out)  # the method: np.argmax's wrapper costs more than the work here
-
-
-def sampling_filter(opts: SampleOptions, fn: Any) -> Any:
-    """`fn` (a filter_logits) applied with the options' top-k and top-p, or None when neither is set."""
-    if opts.top_k is None and opts.top_p is None:
-        return None
-    return lambda logits: fn(logits, 1.0, opts.top_k, opts.top_p)
 
 
 def _numpy_chunks(w: GRUWeights, prime: list[int], opts: SampleOptions, batch: int) -> Iterator[np.ndarray]:
@@ -203,23 +154,27 @@ def sample_many(model: Any, tok: CharTokenizer, opts: SampleOptions, n: int, dev
     return texts
 
 
+def numpy_path(cfg: ModelConfig, device: str, streams: int) -> bool:
+    """Whether `streams` samples at once of a model of `cfg`, asked for on `device` (auto, cpu, ...), are
+    stepped in NumPy on the CPU: a GRU, fewer than INT8_MIN_BATCH samples, on the CPU, or on auto when it is
+    small (CPU_MAX_PARAMS)."""
+    if streams >= INT8_MIN_BATCH or getattr(cfg, "cell", "gru") != "gru":
+        return False
+    small = sum(math.prod(s) for s in GRUWeights.shapes(cfg).values()) <= CPU_MAX_PARAMS
+    return device == "cpu" or device == "auto" and small
+
+
 def load(ck: Checkpoint, device: str, streams: int) -> tuple[Any, CharTokenizer, Any]:
     """What to sample `streams` samples at once from a checkpoint with: (model, tokenizer, device).
 
-    A GRU that will be stepped on the CPU is read as NumPy arrays, without loading torch; anything else is
-    the torch model on `device`.
+    A GRU that will be stepped on the CPU (`numpy_path`) is read as NumPy arrays, without loading torch;
+    anything else is the torch model on `device`.
     """
     from charlm import checkpoint as ckpt_io
 
-    cfg = ck.model_config
-    small = sum(math.prod(s) for s in GRUWeights.shapes(cfg).values()) <= CPU_MAX_PARAMS
-    if (
-        streams < INT8_MIN_BATCH
-        and getattr(cfg, "cell", "gru") == "gru"
-        and (device == "cpu" or device == "auto" and small)
-    ):
+    if numpy_path(ck.model_config, device, streams):
         try:
-            return GRUWeights(cfg, ckpt_io.read_tensors(ck, framework="numpy")), ck.tokenizer, "cpu"
+            return GRUWeights(ck.model_config, ckpt_io.read_tensors(ck, framework="numpy")), ck.tokenizer, "cpu"
         except (KeyError, ValueError):
             pass  # the weights do not fit the config: the torch loader says how
     from charlm.device import pick_device

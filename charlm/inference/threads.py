@@ -8,10 +8,16 @@ by one thread with torch's own threading off, leaves nothing to wait for until t
 only slows its own share (scoring kept its one-thread speed, sampling 0.6 of it, which also pays for the
 GIL between its operations: 8% when both shares share one core). torch releases the GIL inside its
 operations, so the shares run in parallel.
+
+torch's thread count is one setting for the whole process, and a loaded model may be used by several threads
+at once (a server): `intra_op_threads` changes it under a lock and keeps, per thread, the count each block
+asked for, and `cpu_threads` reads this thread's own view of it, so how work is cut into shares (and so every
+result) never depends on what another thread is doing.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,25 +26,56 @@ from typing import TypeVar
 import torch
 
 S, T = TypeVar("S"), TypeVar("T")
+_lock = threading.Lock()
+_asked = threading.local()  # .counts: the counts this thread's open blocks asked for, innermost last
+_open = 0  # intra_op_threads blocks open, in all threads together
+_outer = 0  # torch's thread count outside every block (read when the first one opened)
+
+
+def _mine() -> list[int]:
+    if not hasattr(_asked, "counts"):
+        _asked.counts = []
+    return _asked.counts
 
 
 @contextmanager
 def intra_op_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to `n` for the block (a process-wide setting, restored after)."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
+    """torch's intra-op thread count set to `n` for the block: a process-wide setting, so while blocks of other
+    threads are open the one set last holds (which changes only the speed, never a result: see `cpu_threads`).
+    On leaving, the count is what this thread's enclosing block asked for, or the count from before the first
+    block once none is open in any thread."""
+    global _open, _outer
+    mine = _mine()
+    with _lock:
+        if _open == 0:
+            _outer = torch.get_num_threads()
+        _open += 1
+        mine.append(n)
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
     try:
         yield
     finally:
-        if n != before:
-            torch.set_num_threads(before)
+        with _lock:
+            _open -= 1
+            mine.pop()
+            back = mine[-1] if mine else _outer if _open == 0 else None
+            if back is not None and torch.get_num_threads() != back:
+                torch.set_num_threads(back)
+
+
+def configured_threads() -> int:
+    """torch's intra-op thread count as this thread sees it: what its innermost open `intra_op_threads` block
+    asked for, else the count outside every block (whatever other threads' blocks have set meanwhile)."""
+    mine = _mine()
+    with _lock:
+        return mine[-1] if mine else _outer if _open else torch.get_num_threads()
 
 
 def cpu_threads(device: torch.device | str) -> int:
-    """Threads to share work among: torch's intra-op count on a CPU, one elsewhere (a GPU runs each operation
-    on all its cores anyway)."""
-    return torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+    """Threads to share work among: torch's intra-op count as this thread sees it (`configured_threads`) on a
+    CPU, one elsewhere (a GPU runs each operation on all its cores anyway)."""
+    return configured_threads() if torch.device(device).type == "cpu" else 1
 
 
 def split(rows: int, n: int) -> list[slice]:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from charlm.inference.sample import CHUNK, INT8_MIN_BATCH, Gumbel, SampleOptions, decode, sampling_filter
-from charlm.inference.threads import cpu_threads, intra_op_threads, run_shares, split
+from charlm.inference.draws import CHUNK, INT8_MIN_BATCH, Gumbel, SampleOptions, decode, sampling_filter
+from charlm.inference.threads import configured_threads, cpu_threads, intra_op_threads, run_shares, split
 
 SHARE_ROWS = 128  # samples per share when many run at once
 
@@ -195,6 +195,6 @@ def chunks(
         draws = noise(batch, model.config.vocab_size)
         g = None if draws is None else torch.from_numpy(draws).to(device)
         out = torch.empty(min(CHUNK, opts.length - a), batch, dtype=torch.long, device=device)
-        with intra_op_threads(1 if cpu else torch.get_num_threads()):
+        with intra_op_threads(1 if cpu else configured_threads()):
             run.fill(out, g, filt)
         yield out.cpu().numpy()

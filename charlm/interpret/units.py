@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm.errors import UsageError
+from charlm.errors import UsageError, param
 from charlm.interpret.explain import LayerTrace
 
 QUOTES = {'"', "\u201c", "\u201d"}
@@ -68,7 +68,7 @@ def regex_feature(pattern: str) -> Callable[[str], np.ndarray]:
     try:
         rx = re.compile(pattern, re.MULTILINE)
     except re.error as e:
-        raise UsageError(f"--regex {pattern!r}: not a valid regular expression ({e})") from None
+        raise UsageError(f"{param('regex')} {pattern!r}: not a valid regular expression ({e})") from None
 
     def feature(text: str) -> np.ndarray:
         out = np.zeros(len(text))

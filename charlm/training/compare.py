@@ -18,7 +18,7 @@ from typing import Any, Literal
 from charlm import checkpoint as ckpt_io
 from charlm.checkpoint.manifest import folder_problem
 from charlm.config import CELLS, ModelConfig
-from charlm.errors import UsageError
+from charlm.errors import UsageError, param
 from charlm.model import count_params
 from charlm.training.request import default_out
 
@@ -50,9 +50,9 @@ def parse_cells(text: str) -> list[str]:
     cells = [c.strip().lower() for c in text.split(",") if c.strip()]
     bad = [c for c in cells if c not in CELLS]
     if bad or not cells:
-        raise UsageError(f"--cells must list some of {', '.join(CELLS)}, separated by commas (got {text!r})")
+        raise UsageError(f"{param('cells')} must list some of {', '.join(CELLS)}, separated by commas (got {text!r})")
     if len(set(cells)) != len(cells):
-        raise UsageError(f"--cells names a cell twice (got {text!r})")
+        raise UsageError(f"{param('cells')} names a cell twice (got {text!r})")
     return cells
 
 
@@ -94,11 +94,11 @@ def check_parent(parent: Path, cells: list[str]) -> None:
     taken = [c for c in cells if ckpt_io.list_checkpoints(parent / c)]
     if taken:
         raise UsageError(
-            f"--out {parent}: already holds a run for {', '.join(taken)}; choose another --out "
+            f"{param('out')} {parent}: already holds a run for {', '.join(taken)}; choose another {param('out')} "
             f"(or continue one with: charlm train --resume --out {parent / taken[0]})"
         )
     if parent.exists() and not parent.is_dir():
-        raise UsageError(f"--out {parent}: is a file, not a folder")
+        raise UsageError(f"{param('out')} {parent}: is a file, not a folder")
     problems = [p for c in cells if (p := folder_problem(parent / c)) is not None]
     if problems:  # a cell's folder that is the user's: refused before the first cell trains
         raise UsageError(problems[0])
@@ -112,7 +112,7 @@ def compare(cells: list[str], parent: Path, settings: dict[str, Any], match: Mat
 ]:
     """Train each cell into parent/<cell>; stops after a run that was interrupted (the finished ones stay)."""
     if match not in MATCHES:
-        raise UsageError(f"--match must be params or width (got {match!r})")
+        raise UsageError(f"{param('match')} must be params or width (got {match!r})")
     check_parent(parent, cells)
     results: list[CellResult] = []
     reference: ModelConfig | None = None

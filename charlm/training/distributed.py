@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from charlm.device import pick_device
-from charlm.errors import CharlmError, UsageError
+from charlm.errors import CharlmError, UsageError, param
 
 BACKENDS = ("auto", "gloo", "nccl")
 _SIGNALS = {"SIGINT": 2, "SIGTERM": 15}  # what stop_requested holds, as numbers that can be all-reduced
@@ -80,11 +80,11 @@ def process_group(info: RankInfo, device: str = "auto", backend: str = "auto") -
 def _init(device: torch.device, backend: str, restart: int) -> None:
     """NCCL for CUDA, gloo otherwise, unless `backend` says."""
     if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+        raise UsageError(f"{param('backend')} must be one of {', '.join(BACKENDS)} (got {backend!r})")
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
-        raise UsageError(f"--backend nccl needs CUDA GPUs, but this run trains on {device.type}; use gloo")
+        raise UsageError(f"{param('backend')} nccl needs CUDA GPUs, but this run trains on {device.type}; use gloo")
     timeout = timedelta(minutes=10)
     kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
     if backend == "nccl":

@@ -19,7 +19,7 @@ from charlm.checkpoint.manifest import folder_problem
 from charlm.config import ModelConfig, TrainConfig, parse_duration
 from charlm.data.corpus import STDIN
 from charlm.data.encode import CorpusChanged, EncodedCorpus, encode_corpus
-from charlm.errors import CharlmError, CheckpointError, CorpusError, UsageError
+from charlm.errors import CharlmError, CheckpointError, CorpusError, UsageError, param
 from charlm.tokenizer import CharTokenizer
 from charlm.training.auto import configure
 from charlm.training.trainer import OnEvent, warn
@@ -74,7 +74,7 @@ def _configs(req: TrainRequest, problems: list[str]) -> tuple[dict[str, Any], Tr
         try:
             train_over["max_time"] = parse_duration(train_over["max_time"])
         except ValueError as e:
-            problems.append(f"--max-time: {e}")
+            problems.append(f"{param('max_time')}: {e}")
             del train_over["max_time"]
     cfg = TrainConfig(**train_over)
     if cfg.max_steps is None and cfg.max_time is None:
@@ -90,9 +90,9 @@ def _writable_problem(out: Path) -> str | None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
-        return f"--out {out}: {existing} is a file, not a folder"
+        return f"{param('out')} {out}: {existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
-        return f"--out {out}: cannot write into {existing} (permission denied)"
+        return f"{param('out')} {out}: cannot write into {existing} (permission denied)"
     return None
 
 
@@ -101,7 +101,10 @@ def _check_out(req: TrainRequest, problems: list[str]) -> Path:
     if out is None and req.resume and not req.corpus:  # plain `charlm train --resume`: the newest run
         runs = ckpt_io.find_runs()
         if not runs:
-            problems.append(f"--resume: no run under {ckpt_io.DEFAULT_ROOT}/ to resume; give its folder with --out")
+            problems.append(
+                f"{param('resume')}: no run under {ckpt_io.DEFAULT_ROOT}/ to resume; "
+                f"give its folder with {param('out')}"
+            )
             return ckpt_io.DEFAULT_ROOT / "stdin"
         out = runs[-1]
     out = out if out is not None else default_out(req.corpus, fresh=not req.resume)
@@ -109,13 +112,17 @@ def _check_out(req: TrainRequest, problems: list[str]) -> Path:
         problems.append(why)
     elif ckpt_io.is_locked(out):
         problems.append(
-            f"--out {out}: another charlm train is writing to this run folder; wait for it or use another --out"
+            f"{param('out')} {out}: another charlm train is writing to this run folder; "
+            f"wait for it or use another {param('out')}"
         )
     elif req.resume and not ckpt_io.list_checkpoints(out):
         what = "does not exist" if not out.exists() else "holds no checkpoint"
-        problems.append(f"--resume: {out} {what} to resume (train without --resume to start a run)")
+        problems.append(f"{param('resume')}: {out} {what} to resume (train without {param('resume')} to start a run)")
     elif not req.resume and out.is_dir() and ckpt_io.list_checkpoints(out):
-        problems.append(f"--out {out}: already holds a run; add --resume to continue it, or choose another --out")
+        problems.append(
+            f"{param('out')} {out}: already holds a run; add {param('resume')} to continue it, "
+            f"or choose another {param('out')}"
+        )
     elif (why := _writable_problem(out)) is not None:
         problems.append(why)
     return out
@@ -138,12 +145,13 @@ def _resume(
     if req.val is None and ck.meta["data"].get("val_source"):
         req = replace(req, val=ck.meta["data"]["val_source"])
     fixed = [
-        f"--{k.replace('_', '-')} (the run's is {getattr(old_model if k in MODEL_KEYS else old, k)!r})"
+        f"{param(k)} (the run's is {getattr(old_model if k in MODEL_KEYS else old, k)!r})"
         for k, v in req.overrides.items()
         if k not in RESUMABLE_KEYS and v != getattr(old_model if k in MODEL_KEYS else old, k, v)
     ]
     if fixed:
-        problems.append(f"--resume keeps the run's model and settings; these cannot change: {', '.join(fixed)}")
+        fixed_list = ", ".join(fixed)
+        problems.append(f"{param('resume')} keeps the run's model and settings; these cannot change: {fixed_list}")
     # the values as _configs read them (a --max-time of "4s" is seconds by now)
     cfg = replace(old, **{k: getattr(cfg, k) for k in req.overrides if k in RESUMABLE_KEYS})
     problems += cfg.problems()
@@ -156,7 +164,7 @@ def _init_from(req: TrainRequest, problems: list[str]) -> ckpt_io.Checkpoint | N
     try:
         return ckpt_io.resolve(req.init_from, "best")
     except CheckpointError as e:
-        problems.append(f"--init-from: {e}")
+        problems.append(f"{param('init_from')}: {e}")
         return None
 
 
@@ -189,8 +197,8 @@ def _encode(
         )
     except CorpusChanged:
         problems.append(
-            f"--resume: the corpus differs from the one {out} was trained on; "
-            "to train on new text, start a new run with --init-from"
+            f"{param('resume')}: the corpus differs from the one {out} was trained on; "
+            f"to train on new text, start a new run with {param('init_from')}"
         )
     except CorpusError as e:
         problems += e.problems
@@ -214,7 +222,7 @@ def _lock(out: Path, req: TrainRequest, hold: ExitStack, problems: list[str]) ->
     try:
         hold.enter_context(lock)
     except CharlmError as e:
-        problems.append(str(e))
+        problems += getattr(e, "problems", [e.problem])
         return None
     if not req.resume and ckpt_io.list_checkpoints(out):
         problems.append(f"--out {out}: already holds a run; add --resume to continue it, or choose another --out")
@@ -225,7 +233,7 @@ def _plan(req: TrainRequest, on_event: OnEvent | None, world_size: int, hold: Ex
     problems: list[str] = []
     model_over, cfg = _configs(req, problems)
     if req.resume and req.init_from:
-        problems.append("--resume and --init-from cannot be used together")
+        problems.append(f"{param('resume')} and {param('init_from')} cannot be used together")
     out = _check_out(req, problems)
     # A resumed run is locked before its checkpoint is read: taking the lock clears what a killed run left
     # half done (a checkpoint set aside by a re-save is put back), so the checkpoint read is the one that stays.
@@ -237,7 +245,7 @@ def _plan(req: TrainRequest, on_event: OnEvent | None, world_size: int, hold: Ex
         problems.append("give a CORPUS file to train on (or '-' for standard input)")
     if cfg.batch_size >= 1 and cfg.batch_size % world_size:
         problems.append(
-            f"--batch-size {cfg.batch_size} (the global number of streams) cannot be split evenly across "
+            f"{param('batch_size')} {cfg.batch_size} (the global number of streams) cannot be split evenly across "
             f"{world_size} processes; use a multiple of {world_size}"
         )
     if lock is None and corpus and not problems:
@@ -285,10 +293,11 @@ def _model_config(
         new = [c for c in tok.chars if c not in old]
         warn(
             on_event,
-            f"--init-from: the vocabulary grows by {len(new)} character(s) the checkpoint never "
+            f"{param('init_from')}: the vocabulary grows by {len(new)} character(s) the checkpoint never "
             f"saw ({''.join(new)[:20]!r}); they start untrained",
         )
     if any(k != "dropout" for k in model_over):
-        warn(on_event, "--init-from keeps the checkpoint's model shape; --cell/--embed/--hidden/--layers are ignored")
+        shape = "/".join(param(k) for k in ("cell", "embed", "hidden", "layers"))
+        warn(on_event, f"{param('init_from')} keeps the checkpoint's model shape; {shape} are ignored")
     dropout = {k: v for k, v in model_over.items() if k == "dropout"}
     return replace(init_ck.model_config, vocab_size=tok.vocab_size, **dropout)

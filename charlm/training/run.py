@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from typing import Literal
 
 import torch
 
 from charlm import checkpoint as ckpt_io
 from charlm.checkpoint.schema import expected_shapes
 from charlm.config import ModelConfig
-from charlm.errors import CharlmError, UsageError
+from charlm.errors import CharlmError, UsageError, param
 from charlm.tokenizer import CharTokenizer
 from charlm.training import distributed
 from charlm.training.distributed import RankInfo
@@ -28,13 +30,23 @@ from charlm.training.request import RunPlan, TrainRequest, plan_run
 from charlm.training.trainer import OnEvent, TrainData, Trainer, TrainResult, warn
 
 
-def train(req: TrainRequest, on_event: OnEvent | None = None, backend: str | None = None) -> TrainResult:
+def train(
+    req: TrainRequest,
+    on_event: OnEvent | None = None,
+    backend: str | None = None,
+    *,
+    stop: threading.Event | None = None,
+    second_interrupt: Literal["exit", "raise"] = "exit",
+) -> TrainResult:
     """Check, lock the run folder, train; the lock is released however training ends.
 
-    `backend` (auto, gloo or nccl) applies only under torchrun; `on_event` hears only rank 0."""
+    `backend` (auto, gloo or nccl) applies only under torchrun; `on_event` hears only rank 0. Training stops
+    cleanly (after its current step, saving a checkpoint) once `stop` is set (stopped_by "stop"), and, when
+    called from the main thread, on Ctrl-C or SIGTERM (see `stop_on_signals`); from any other thread no signal
+    handler is installed."""
     rank = RankInfo.from_env()
     if backend is not None and not rank.launched:
-        raise UsageError("--backend applies only to a run launched by torchrun")
+        raise UsageError(f"{param('backend')} applies only to a run launched by torchrun")
     on_event = on_event if rank.is_main else None
     device = req.overrides.get("device", "auto")
     if rank.launched and torch.cuda.is_available() and device != "cpu":
@@ -47,7 +59,7 @@ def train(req: TrainRequest, on_event: OnEvent | None = None, backend: str | Non
         try:
             trainer = prepare(req, on_event, rank, lock)  # rank 0 locks the run folder before writing in it
             distributed.barrier()
-            with stop_on_signals(trainer):
+            with stop_on_signals(trainer, second_interrupt), stop_when_set(trainer, stop):
                 result = trainer.fit()
             distributed.barrier()
             return result
@@ -118,11 +130,39 @@ def remap_vocab(weights: dict[str, torch.Tensor], old: CharTokenizer, new: CharT
 
 
 @contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+def stop_when_set(trainer: Trainer, stop: threading.Event | None) -> Iterator[None]:
+    """Ask the trainer to stop (after its current step, saving) once `stop` is set: checked at each event it
+    reports, which is at least once a step."""
+    if stop is None:
+        yield
+        return
+    emit = trainer.emit
+
+    def checking(kind: str, info: dict[str, object]) -> None:
+        emit(kind, info)  # first: the caller's own callback may be what sets it
+        if stop.is_set() and not trainer.stop_requested:
+            trainer.stop_requested = "stop"
+
+    trainer.emit = checking
+    try:
+        yield
+    finally:
+        trainer.emit = emit
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer, second: Literal["exit", "raise"] = "exit") -> Iterator[None]:
     """Ctrl-C or SIGTERM asks the trainer to stop after its current step and save; a second Ctrl-C quits at
-    once (every checkpoint already on disk is whole, since each is renamed into place only when complete)."""
+    once (every checkpoint already on disk is whole, since each is renamed into place only when complete):
+    it ends the process (`second` "exit"), or raises KeyboardInterrupt ("raise", for a program or notebook
+    that goes on). Python lets only the main thread install signal handlers: in any other, nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def handler(signum: int, frame: object) -> None:
+        if trainer.stop_requested and second == "raise":
+            raise KeyboardInterrupt
         if trainer.stop_requested:
             show_cursor = b"\x1b[?25h" if os.isatty(2) else b""  # a live progress bar hides it
             last = ckpt_io.list_checkpoints(trainer.run)

@@ -24,7 +24,7 @@ from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
 from charlm.data.streams import TokenStreams
 from charlm.device import pick_device, pick_precision
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, param
 from charlm.inference.evaluate import score_ids
 from charlm.model import CharLM, lm_loss
 from charlm.training import auto as auto_rule
@@ -330,10 +330,12 @@ class Trainer:
     def _roll_back(self) -> None:
         ckpts = ckpt_io.list_checkpoints(self.run)
         if not ckpts:
-            raise CharlmError("training diverged (the loss is not finite) before any checkpoint; lower --lr")
+            raise CharlmError(f"training diverged (the loss is not finite) before any checkpoint; lower {param('lr')}")
         scale = self.lr_scale / 2
         if scale < 1e-3:
-            raise CharlmError("training keeps diverging (the loss is not finite) even at 1/1000 of --lr; stopping")
+            raise CharlmError(
+                f"training keeps diverging (the loss is not finite) even at 1/1000 of {param('lr')}; stopping"
+            )
         self._restore(ckpts[-1])
         self.lr_scale = scale
         self.emit(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from charlm.errors import Problem
 from charlm.tokenizer import CharTokenizer
 
 OnEvent = Callable[[str, dict[str, Any]], None]
@@ -48,8 +49,9 @@ def _silent(kind: str, info: dict[str, Any]) -> None:
 
 
 def warn(on_event: OnEvent | None, message: str) -> None:
-    """A "warn" event, for code that reports through an optional callback."""
+    """A "warn" event, for code that reports through an optional callback. The message is a Problem: it may
+    name parameters (charlm.errors.param), which a display can name its own way."""
     if on_event is not None:
-        on_event("warn", {"message": message})
+        on_event("warn", {"message": Problem(message)})
 
 

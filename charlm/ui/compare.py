@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from rich.table import Table
 
 from charlm.model import CELL_NAMES
-from charlm.training.compare import CellResult
+
+
+class CellResult(Protocol):
+    """What the table shows of each cell (charlm.training.compare.CellResult has it)."""
+
+    cell: str
+    hidden: int
+    params: int
+    chars_per_sec: float
+    best_val_bpc: float | None
+    time_to_reference: float | None
+    stopped_by: str
 
 
 def _seconds(value: float | None) -> str:

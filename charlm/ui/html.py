@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from charlm import outfile
+from charlm.errors import param
 from charlm.interpret.explain import LABELS, Explanation, LayerTrace
 from charlm.ui.explain_view import MAX_BITS
 
@@ -164,4 +165,4 @@ def render(ex: Explanation, title: str = "charlm explain", unit: tuple[int, int]
 
 def write(path: Path, page: str) -> None:
     """Write the page whole (charlm.outfile: a temporary file renamed over the target); check_file first."""
-    outfile.write_file(path, page, option="--html")
+    outfile.write_file(path, page, option=param("html"))

@@ -8,6 +8,7 @@ seconds. Quiet, it shows only warnings, and the line saying a run had nothing le
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.text import Text
 
 from charlm.config import format_duration
+from charlm.errors import Problem
 from charlm.ui.charts import LN2, curves
 from charlm.ui.console import err_console, warn
 
@@ -56,12 +58,28 @@ def preview(model: Any, tokenizer: Any, length: int = PREVIEW_CHARS, temperature
         model.train(was_training)
 
 
+def _has_widgets() -> bool:
+    """Whether rich can draw a live display in a notebook: it does so through ipywidgets."""
+    import importlib.util
+
+    return importlib.util.find_spec("ipywidgets") is not None
+
+
 class TrainDisplay:
     """The `on_event` callback for training: a live bar on a terminal, a plain line every few seconds elsewhere."""
 
-    def __init__(self, console: Console = err_console, quiet: bool = False, clock: Any = time.monotonic) -> None:
-        self.console, self.quiet, self.clock = console, quiet, clock
-        self.live = console.is_terminal and not quiet
+    def __init__(
+        self,
+        console: Console = err_console,
+        quiet: bool = False,
+        clock: Any = time.monotonic,
+        names: Callable[[str], str] | None = None,
+        notebook: bool = False,
+    ) -> None:
+        """`names` writes a parameter named in a message (the command line: its flag); by default its name.
+        With `notebook`, the live display also runs in a Jupyter notebook (which needs ipywidgets)."""
+        self.console, self.quiet, self.clock, self.names = console, quiet, clock, names
+        self.live = (console.is_terminal or notebook and console.is_jupyter and _has_widgets()) and not quiet
         self.val_bpc: float | None = None
         self.best: float | None = None
         self.train_curve: list[float] = []  # smoothed train bits/char, one per step
@@ -109,11 +127,11 @@ class TrainDisplay:
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "warn":
-            warn(info["message"], self.console)
+            warn(self._text(info["message"]), self.console)
         elif self.quiet:
             return
         elif kind == "note":  # automatic configuration, calibration, the plateau rule: why, in a line
-            self.log(info["message"])
+            self.log(self._text(info["message"]))
         elif kind == "start":
             self.log(
                 f"training on {info['device']} ({info['precision']}): {info['params']:,} parameters, "
@@ -143,6 +161,9 @@ class TrainDisplay:
                 f"({info['val_loss']:.4f} nats/char){' [green]best[/]' if is_best else ''}"
             )
             self._show_preview(info)
+
+    def _text(self, message: str) -> str:
+        return message.render(self.names) if isinstance(message, Problem) and self.names else str(message)
 
     def _show_preview(self, info: dict[str, Any]) -> None:
         """On a terminal, a short sample at each evaluation, to watch the text improve."""

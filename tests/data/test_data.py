@@ -50,7 +50,7 @@ def test_invalid_utf8_names_byte_and_line(tmp_path: Path) -> None:
     msg = _error(str(tmp_path / "latin.txt"))
     bad = raw.index(b"\xff")
     assert f"not valid UTF-8 at byte {bad} (line 3)" in msg
-    assert "--replace-bad-bytes" in msg
+    assert "replace_bad_bytes" in msg
 
 
 def test_replace_bad_bytes(tmp_path: Path) -> None:

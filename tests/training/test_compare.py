@@ -26,7 +26,7 @@ TINY = [
 
 def test_parse_cells_keeps_the_order_and_refuses_unknown_or_repeated_cells() -> None:
     assert parse_cells("lstm, GRU") == ["lstm", "gru"]
-    with pytest.raises(UsageError, match="--cells must list some of gru, lstm, rnn"):
+    with pytest.raises(UsageError, match="^cells must list some of gru, lstm, rnn"):
         parse_cells("gru,gru2")
     with pytest.raises(UsageError, match="names a cell twice"):
         parse_cells("gru,lstm,gru")

@@ -137,7 +137,7 @@ def test_precision_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None
     assert pick_precision("auto", cpu) is None
     with pytest.raises(CharlmError, match="no native bfloat16"):
         pick_precision("bf16", cpu)
-    assert TrainConfig(precision="fp16").problems() == ["--precision must be auto, fp32 or bf16 (got 'fp16')"]
+    assert TrainConfig(precision="fp16").problems() == ["precision must be auto, fp32 or bf16 (got 'fp16')"]
 
 
 def test_bf16_steps_run_under_autocast_and_keep_fp32_weights(
