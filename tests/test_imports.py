@@ -18,7 +18,7 @@ LAYERS = [
     {"config", "tokenizer", "device"},
     {"model", "data"},
     {"checkpoint"},
-    {"inference", "interpret"},
+    {"inference", "interpret", "outfile"},
     {"training", "ui"},
     {"api", "serve"},
     {"cli"},
