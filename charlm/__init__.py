@@ -40,7 +40,11 @@ _LAZY = {
     "CheckpointNotFoundError": "charlm.errors",
     "RunLockedError": "charlm.errors",
     "TrainingInterrupted": "charlm.errors",
-    # more capabilities register here, one line each: "export": "charlm.export", "forecast": "charlm.forecast"
+    "SeriesError": "charlm.errors",
+    # forecasting a numeric series
+    "forecast": "charlm.series.run",
+    "Forecast": "charlm.series.forecast",
+    # more capabilities register here, one line each
 }
 
 __all__ = [  # the same names as _LAZY (a test holds them equal), written out for tools that read __all__
@@ -50,15 +54,18 @@ __all__ = [  # the same names as _LAZY (a test holds them equal), written out fo
     "CheckpointNotFoundError",
     "CorpusError",
     "Explained",
+    "Forecast",
     "LineScore",
     "Model",
     "Run",
     "RunLockedError",
     "Score",
+    "SeriesError",
     "TrainingInterrupted",
     "UnknownCharactersError",
     "UsageError",
     "__version__",
+    "forecast",
     "load",
     "train",
 ]
@@ -71,10 +78,13 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         CheckpointNotFoundError,
         CorpusError,
         RunLockedError,
+        SeriesError,
         TrainingInterrupted,
         UnknownCharactersError,
         UsageError,
     )
+    from charlm.series.forecast import Forecast
+    from charlm.series.run import forecast
 
 
 def __getattr__(name: str) -> Any:

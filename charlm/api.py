@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 from charlm import checkpoint as ckpt_io
 from charlm.config import ModelConfig, TrainConfig
-from charlm.errors import CharlmError, TrainingInterrupted, UsageError, param
+from charlm.errors import CharlmError, CheckpointError, TrainingInterrupted, UsageError, param
 from charlm.inference.scores import Score
 from charlm.tokenizer import CharTokenizer
 
@@ -478,7 +478,10 @@ def load(path: PathLike | None = None, *, which: Which = "best", device: str = "
         raise UsageError(f"{param('which')} must be best or latest (got {which!r})")
     if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")):
         raise UsageError(f"{param('device')} must be auto, cpu, cuda or mps (got {device!r})")
-    model = Model(ckpt_io.resolve(_path(path, "path"), which), device)
+    ck = ckpt_io.resolve(_path(path, "path"), which)
+    if ck.kind != "lm":
+        raise CheckpointError(f"{ck.path}: a {ck.kind}, not a language model (use it with: charlm forecast --from)")
+    model = Model(ck, device)
     if device not in ("auto", "cpu"):  # a GPU asked for by name: say now if there is none
         from charlm.device import pick_device
 

@@ -120,3 +120,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, run: Any, message: str) -> None:
         self.run = run
         super().__init__(message)
+
+
+class SeriesError(UsageError):
+    """A series to forecast cannot be used: unreadable, not numbers, too short, constant, or out of order."""

@@ -52,3 +52,17 @@ def test_quality_records_validation_loss(tmp_path: Path, capsys: pytest.CaptureF
     rows = json.loads(out.read_text())
     assert len(rows) == 1 and rows[0]["steps"] == 3 and rows[0]["best_val_nats"] > 0
     assert "--hidden 16" in capsys.readouterr().out
+
+
+def test_forecast_benchmark_prints_the_table_and_the_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("statsforecast", reason="the forecast-bench extra is not installed")
+    pytest.importorskip("statsmodels", reason="the forecast-bench extra is not installed")
+    import forecast
+
+    forecast.main(["--max-steps", "3"])
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ") and "bf16 native" in out
+    for series in ("co2 (monthly)", "sunspots (yearly)", "air passengers (monthly)"):
+        for method in ("charlm", "seasonal naive", "AutoETS"):
+            assert f"| {series} |" in out and f"| {method} |" in out
+    assert "pooled 80% coverage, charlm" in out and "100 paths x 100 steps" in out

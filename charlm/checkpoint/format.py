@@ -39,6 +39,9 @@ FORMAT = "charlm-checkpoint"
 VERSION = 1
 META, WEIGHTS, STATE = "checkpoint.json", "model.safetensors", "state.safetensors"
 REQUIRED = ("format", "version", "model", "train", "vocab", "step")
+# A checkpoint's "kind": a language model (the default: checkpoint.json without the field), or a forecaster,
+# whose model and training fields its own package checks (charlm.series).
+KIND_REQUIRED = {"lm": REQUIRED, "forecaster": ("format", "version", "model", "train", "series", "step")}
 
 
 # ---------------------------------------------------------------- writing
@@ -121,7 +124,7 @@ def _parse_meta(f: Path) -> dict[str, Any]:
     except schema.Bad as e:
         raise CheckpointError(f"{f}: not a readable checkpoint description (it {e})") from None
     try:
-        return schema.check(meta, FORMAT, VERSION)
+        return schema.check(meta, FORMAT, VERSION, KIND_REQUIRED)
     except schema.Bad as e:
         raise CheckpointError(f"{f}: {e}") from None
 
@@ -150,7 +153,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
     """checkpoint.json of a step folder, checked as a whole, and the weight file's header checked against it
     (shapes, dtypes, offsets: read without reading the weights). Raises CheckpointError naming the file."""
     meta = _parse_meta(folder / META)
-    _fits(folder / WEIGHTS, _header(folder / WEIGHTS), meta)
+    header = _header(folder / WEIGHTS)
+    if meta.get("kind", "lm") == "lm":  # a forecaster's weights are its own package's to check
+        _fits(folder / WEIGHTS, header, meta)
     return meta
 
 
@@ -176,6 +181,10 @@ class Checkpoint:
             except OSError as e:
                 raise _unreadable(self.path / WEIGHTS, e) from None
         return self
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta.get("kind", "lm"))
 
     @property
     def step(self) -> int:
@@ -274,7 +283,7 @@ def read_tensors(
     if expected is not None and _sha256(data) != expected:
         raise CheckpointError(f"{f}: damaged (its SHA-256 differs from the one in {META}; the file was changed)")
     meta = source.meta if isinstance(source, Checkpoint) else None
-    if name == WEIGHTS and meta is not None:
+    if name == WEIGHTS and meta is not None and meta.get("kind", "lm") == "lm":
         _fits(f, header, meta)
     if framework == "numpy":
         tensors = _numpy_tensors(data, header)
@@ -323,6 +332,8 @@ def load_model(ckpt: Checkpoint, device: torch.device | str = "cpu") -> tuple[Ch
     model larger than its weight file never allocates it."""
     from charlm.model import CharLM
 
+    if ckpt.kind != "lm":
+        raise CheckpointError(f"{ckpt.path}: a {ckpt.kind}, not a language model (use it with: charlm forecast --from)")
     tensors = read_tensors(ckpt, WEIGHTS)
     check_fits(ckpt.path / WEIGHTS, tensors, schema.expected_shapes(ckpt.meta["model"]))
     model = CharLM(ckpt.model_config)

@@ -239,11 +239,20 @@ def check_data(d: Any) -> None:
             _text(s, f"data.sources[{i}]")
 
 
-def check(meta: Any, format_name: str, version: int) -> dict[str, Any]:
-    """The whole of checkpoint.json against the schema; raises Bad naming the first field that is wrong."""
+def check(
+    meta: Any, format_name: str, version: int, required: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, Any]:
+    """The whole of checkpoint.json against the schema; raises Bad naming the first field that is wrong.
+
+    `required`: the fields each kind of checkpoint needs ("lm", the default kind, and others such as a
+    forecaster, whose own fields its package checks; here only what every kind shares)."""
+    required = required or {"lm": ("format", "version", "model", "train", "vocab", "step")}
     if not isinstance(meta, dict) or meta.get("format") != format_name:
         raise Bad("is not a charlm checkpoint description")
-    missing = [k for k in ("version", "model", "train", "vocab", "step") if k not in meta]
+    kind = meta.get("kind", "lm")
+    if not isinstance(kind, str) or kind not in required:
+        raise Bad(f"is a checkpoint of a kind this charlm does not know ({_show(kind)}); upgrade charlm")
+    missing = [k for k in required[kind] if k not in meta]
     if missing:
         raise Bad(f"field(s) missing: {', '.join(missing)}")
     v = meta["version"]
@@ -251,10 +260,22 @@ def check(meta: Any, format_name: str, version: int) -> dict[str, Any]:
         raise Bad(f"version must be a whole number (got {_show(v)})")
     if v > version:
         raise Bad(f"format version {v} is newer than this charlm reads ({version}); upgrade charlm")
+    if kind != "lm":
+        _table(meta["model"], "model")
+        _whole(meta["step"], "step")
+        _optional(meta, "charlm_version", _text, "charlm_version")
+        _check_digests(meta)
+        return meta
     model = check_model(meta["model"])
     check_train(meta["train"])
     check_vocab(meta["vocab"], model["vocab_size"])
     _whole(meta["step"], "step")
+    _check_common(meta)
+    return meta
+
+
+def _check_common(meta: dict[str, Any]) -> None:
+    """The fields every kind of checkpoint may hold."""
     _optional(meta, "charlm_version", _text, "charlm_version")
     _optional(meta, "elapsed", _number, "elapsed", 0.0)
     _optional(meta, "chars_seen", _whole, "chars_seen")
@@ -273,12 +294,15 @@ def check(meta: Any, format_name: str, version: int) -> dict[str, Any]:
         _text(_table(meta["auto"], "auto").get("reason"), "auto.reason")
     if meta.get("distributed") is not None:
         _whole(_table(meta["distributed"], "distributed").get("world_size"), "distributed.world_size", 1, 1 << 20)
+    _check_digests(meta)
+
+
+def _check_digests(meta: dict[str, Any]) -> None:
     if meta.get("sha256") is not None:
         for k, h in _table(meta["sha256"], "sha256").items():
             ok = isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
             if not ok:
                 raise Bad(f"sha256.{k} must be 64 hexadecimal digits (got {_show(h)})")
-    return meta
 
 
 # ---------------------------------------------------------------- tensor file headers

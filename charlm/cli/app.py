@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from charlm import __version__
-from charlm.cli import compare, evaluate, explain, info, sample, serve, train
+from charlm.cli import compare, evaluate, explain, forecast, info, sample, serve, train
 from charlm.cli.options import flag
 from charlm.cli.output import silence_stdout
 from charlm.errors import CharlmError
@@ -36,6 +36,7 @@ COMMANDS = (
     explain.units,
     compare.compare,
     serve.serve,
+    forecast.forecast,
 )
 
 app = typer.Typer(

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charlm.cli.options import Ckpt, Quiet, load_model
+from charlm.cli.options import Ckpt, Quiet, resolve
 from charlm.cli.output import print_json
 from charlm.ui.console import err_console
 
@@ -18,9 +18,9 @@ def info(
     quiet: Quiet = False,
 ) -> None:
     """Describe a model: shape, size, vocabulary, training so far and the data it learned from."""
-    from charlm.ui.info import render
+    from charlm.ui.info import describe, render
 
-    d = load_model(checkpoint, "auto", quiet).info
+    d = describe(resolve(checkpoint, quiet))
     if json_out:
         print_json(d)
     else:

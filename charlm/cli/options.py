@@ -17,6 +17,7 @@ from charlm.ui.console import err_console
 
 if TYPE_CHECKING:  # the library is imported only by the commands that need it, to keep `charlm --help` quick
     from charlm.api import Model
+    from charlm.checkpoint import Checkpoint
 
 Ckpt = Annotated[
     Optional[Path],
@@ -110,6 +111,17 @@ def flag(name: str) -> str:
     the one place the two are mapped. It is the parameter's name with dashes (--max-time for max_time), but
     for those in FLAG_NAMES."""
     return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
+    """The best checkpoint of what was named, of any kind (a language model's or a forecaster's); when nothing
+    was named, stderr says which run was picked."""
+    from charlm import checkpoint as ckpt_io
+
+    ck = ckpt_io.resolve(checkpoint, "best")
+    if checkpoint is None and not quiet:
+        err_console.print(f"using {ck.path}", soft_wrap=True)
+    return ck
 
 
 def load_model(checkpoint: Optional[Path], device: str, quiet: bool) -> Model:

@@ -13,6 +13,10 @@ from charlm.ui.charts import curves, metric_series
 
 def describe(ck: ckpt_io.Checkpoint, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """What `info` shows; `warn` hears of damaged lines in the run's metrics.jsonl."""
+    if ck.kind == "forecaster":
+        from charlm.ui.forecast import describe_forecaster
+
+        return describe_forecaster(ck)
     m, t, meta = ck.model_config, ck.train_config, ck.meta
     run = ck.path.parent
     ckpts = ckpt_io.list_checkpoints(run)
@@ -37,6 +41,10 @@ def describe(ck: ckpt_io.Checkpoint, warn: Callable[[str], None] | None = None) 
 
 
 def render(d: dict[str, Any]) -> str:
+    if d.get("kind") == "forecaster":
+        from charlm.ui.forecast import render_forecaster
+
+        return render_forecaster(d)
     m, data = d["model"], d["data"]
     vocab = "".join(describe_char(c)[1:-1] if len(describe_char(c)) <= 4 else describe_char(c) for c in d["vocabulary"])
     best = f"{d['best_val_bpc']:.4f}" if d["best_val_bpc"] is not None else "-"

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from charlm import __version__, outfile
 from charlm import checkpoint as ckpt_io
-from charlm import outfile
 from charlm.errors import CharlmError
 from charlm.ui.charts import metric_points
 
 LEGEND = {"train bpc": "train", "val bpc": "validation"}
-INSTALL_HINT = "charlm plot needs matplotlib: pip install 'charlm[plot]' (or pip install matplotlib)"
+INSTALL_HINT = "drawing a plot needs matplotlib: pip install 'charlm[plot]' (or pip install matplotlib)"
 
 
 def _pyplot() -> Any:
@@ -25,6 +25,11 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def require_matplotlib() -> None:
+    """Raise the one-line error saying what to install, where matplotlib is missing."""
+    _pyplot()
 
 
 def plot_metrics(metrics: list[dict[str, Any]], out: Path | BinaryIO, title: str = "") -> None:
@@ -75,7 +80,11 @@ def plot_run(checkpoint: Path | None, output: Path | None, force: bool = False) 
     parent = checkpoint is not None and checkpoint.is_dir() and not ckpt_io.list_checkpoints(checkpoint)
     if parent and compared_runs(checkpoint):
         return _write(lambda out: plot_compared(checkpoint, out), output or checkpoint / "curve.png", force)
-    run = ckpt_io.resolve(checkpoint, "best").path.parent
+    ck = ckpt_io.resolve(checkpoint, "best")
+    run = ck.path.parent
+    if ck.kind != "lm":
+        draw = f"charlm forecast --from {run} --plot FILE.png"
+        raise CharlmError(f"{run}: a {ck.kind}'s run, without a training curve; draw its forecast with: {draw}")
     metrics = ckpt_io.read_metrics(run)
     return _write(lambda out: plot_metrics(metrics, out, title=run.name), output or run / "curve.png", force)
 
@@ -89,3 +98,44 @@ def _write(draw: Callable[[Path | BinaryIO], None], target: Path, force: bool) -
     with outfile.replacing(target, option="--output") as f:
         draw(f)
     return target
+
+
+PNG_SOFTWARE = f"charlm {__version__}"
+
+
+def plot_forecast(fc: Any, out: Path | BinaryIO, title: str = "") -> None:
+    """A forecast as a PNG: the history (its last stretch), the median, the 80% band, and in a backtest the
+    held-out values."""
+    plt = _pyplot()
+    history = fc.history
+    n, h = len(history), fc.horizon
+    shown = min(n, max(4 * h, 3 * fc.season, 60))
+    times = history.timestamps
+    future = history.future_timestamps(h)
+    xs = times[n - shown :] if times is not None else list(range(n - shown + 1, n + 1))
+    xf = future if future is not None else list(range(n + 1, n + h + 1))
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    ax.plot(xs, history.values[n - shown :], color="black", linewidth=1, label="history")
+    ax.fill_between(xf, fc.p10, fc.p90, color="tab:blue", alpha=0.25, label="80% interval")
+    ax.plot(xf, fc.median, color="tab:blue", linewidth=1.5, label="median")
+    if fc.backtest is not None:
+        ax.plot(xf, fc.backtest.actual, color="tab:red", linewidth=1, marker=".", label="held out")
+    ax.set_xlabel("time" if times is not None else "step")
+    ax.set_ylabel(history.name)
+    what = "backtest, the last" if fc.backtest is not None else "forecast of"
+    ax.set_title(title or f"{history.name}: {what} {h} steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.autofmt_xdate() if times is not None else None
+    fig.tight_layout()
+    fig.savefig(out, format="png", metadata={"Software": PNG_SOFTWARE})
+    plt.close(fig)
+
+
+def written_by_charlm(path: Path) -> bool:
+    """Whether `path` is a PNG that charlm drew (its Software text chunk names charlm)."""
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and b"Software\x00charlm" in head

@@ -66,7 +66,13 @@ def _has_widgets() -> bool:
 
 
 class TrainDisplay:
-    """The `on_event` callback for training: a live bar on a terminal, a plain line every few seconds elsewhere."""
+    """The `on_event` callback for training: a live bar on a terminal, a plain line every few seconds elsewhere.
+
+    The curves are of the loss divided by `loss_unit` (nats to bits for a language model), named `curve_names`.
+    """
+
+    curve_names = ("train bpc", "val bpc")
+    loss_unit = LN2
 
     def __init__(
         self,
@@ -116,7 +122,7 @@ class TrainDisplay:
 
     def chart(self) -> list[str]:
         width = max(8, min(CHART_WIDTH, self.console.width - 41))  # the numbers after it take 41 columns
-        return curves({"train bpc": self.train_curve, "val bpc": self.val_curve}, width)
+        return curves(dict(zip(self.curve_names, (self.train_curve, self.val_curve), strict=True)), width)
 
     def stats_line(self, info: dict[str, Any]) -> str:
         val = f"val {self.val_bpc:.3f} bpc" if self.val_bpc is not None else "val -"
@@ -140,7 +146,7 @@ class TrainDisplay:
             )
         elif kind == "step":
             line, self._last_step = self.stats_line(info), info
-            self.train_curve.append(info["loss"] / LN2)
+            self.train_curve.append(info["loss"] / self.loss_unit)
             if len(self.train_curve) > 4 * 1024:  # keep the history bounded: halve its resolution
                 pairs = zip(self.train_curve[::2], self.train_curve[1::2], strict=False)
                 self.train_curve = [(a + b) / 2 for a, b in pairs]
