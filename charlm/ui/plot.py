@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from charlm import __version__, outfile
 from charlm import checkpoint as ckpt_io
+from charlm import outfile
 from charlm.errors import CharlmError
 from charlm.ui.charts import metric_points
 
@@ -100,9 +100,6 @@ def _write(draw: Callable[[Path | BinaryIO], None], target: Path, force: bool) -
     return target
 
 
-PNG_SOFTWARE = f"charlm {__version__}"
-
-
 def plot_forecast(fc: Any, out: Path | BinaryIO, title: str = "") -> None:
     """A forecast as a PNG: the history (its last stretch), the median, the 80% band, and in a backtest the
     held-out values."""
@@ -128,14 +125,5 @@ def plot_forecast(fc: Any, out: Path | BinaryIO, title: str = "") -> None:
     ax.legend()
     fig.autofmt_xdate() if times is not None else None
     fig.tight_layout()
-    fig.savefig(out, format="png", metadata={"Software": PNG_SOFTWARE})
+    fig.savefig(out, format="png", metadata={"Software": outfile.PNG_SOFTWARE})
     plt.close(fig)
-
-
-def written_by_charlm(path: Path) -> bool:
-    """Whether `path` is a PNG that charlm drew (its Software text chunk names charlm)."""
-    try:
-        head = path.read_bytes()[:4096]
-    except OSError:
-        return False
-    return head.startswith(b"\x89PNG") and b"Software\x00charlm" in head
