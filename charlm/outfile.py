@@ -4,9 +4,10 @@ charlm writes a file only where doing so cannot lose anything of the user's:
 - a path that does not exist yet, or an existing file that charlm itself wrote, of the same kind (an HTML
   page carrying charlm's generator mark, a PNG whose Software field says charlm);
 - never a folder, never one of a run folder's own files (its checkpoints, its data, its manifest, metrics
-  and lock), never the input being read (compared by device and inode, so a hard link or a symbolic link to
-  it is caught as well), never an existing file of anyone else, nor through a symbolic link;
-unless the user adds --force (a folder and a run folder's internals are refused even then, as nothing
+  and lock), nor any other file inside a run folder but plot's own RUN/curve.png, never the input being
+  read (compared by device and inode, so a hard link or a symbolic link to it is caught as well), never an
+  existing file of anyone else, nor through a symbolic link;
+unless the user adds --force (a folder and a run folder's own files are refused even then, as nothing
 useful can come of writing there).
 
 The file is written to a temporary name beside it and renamed over the target in one step, so a failed write
@@ -110,6 +111,12 @@ def check_file(
             raise UsageError(f"{where}: that is {source}, the input being read; choose another file")
     if (run := _run_internal(path, kind)) is not None:
         raise UsageError(f"{where}: is one of the files of the run folder {run}; choose a file outside it")
+    run = run_folder_of(Path(os.path.abspath(path)).parent)
+    if run is not None and not force and not (kind == "png" and path.name == "curve.png" and path.parent == run):
+        raise UsageError(
+            f"{where}: is inside the run folder {run}, which holds only what charlm writes there; choose a file "
+            "outside it (or add --force)"
+        )
     if not os.path.lexists(path) or force:
         return
     if path.is_symlink():

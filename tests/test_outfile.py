@@ -63,6 +63,7 @@ TARGETS: dict[str, tuple[Callable[..., Path], bool, bool]] = {
     "weights in a run": (lambda work, run: redteam.steps(run)[-1] / "model.safetensors", True, True),
     "metrics of a run": (lambda work, run: run / "metrics.jsonl", True, True),
     "new file in a step folder": (lambda work, run: redteam.steps(run)[-1] / "x.out", True, True),
+    "new file in a run folder": (lambda work, run: run / "x.out", True, False),
 }
 
 
