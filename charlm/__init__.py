@@ -31,6 +31,8 @@ _LAZY = {
     "train": "charlm.api",
     "Run": "charlm.api",
     "CharlmWarning": "charlm.api",
+    # a model as ONNX
+    "export": "charlm.api",
     # errors
     "CharlmError": "charlm.errors",
     "UsageError": "charlm.errors",
@@ -40,6 +42,7 @@ _LAZY = {
     "CheckpointNotFoundError": "charlm.errors",
     "RunLockedError": "charlm.errors",
     "TrainingInterrupted": "charlm.errors",
+    "MissingExtraError": "charlm.errors",
     "SeriesError": "charlm.errors",
     # forecasting a numeric series
     "forecast": "charlm.series.run",
@@ -56,6 +59,7 @@ __all__ = [  # the same names as _LAZY (a test holds them equal), written out fo
     "Explained",
     "Forecast",
     "LineScore",
+    "MissingExtraError",
     "Model",
     "Run",
     "RunLockedError",
@@ -65,18 +69,20 @@ __all__ = [  # the same names as _LAZY (a test holds them equal), written out fo
     "UnknownCharactersError",
     "UsageError",
     "__version__",
+    "export",
     "forecast",
     "load",
     "train",
 ]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports these on first use
-    from charlm.api import CharlmWarning, Explained, LineScore, Model, Run, Score, load, train
+    from charlm.api import CharlmWarning, Explained, LineScore, Model, Run, Score, export, load, train
     from charlm.errors import (
         CharlmError,
         CheckpointError,
         CheckpointNotFoundError,
         CorpusError,
+        MissingExtraError,
         RunLockedError,
         SeriesError,
         TrainingInterrupted,

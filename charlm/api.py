@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # each imports torch, which sampling on a CPU never needs
     from charlm.inference.draws import SampleOptions
     from charlm.interpret.explain import Explanation
     from charlm.model import CharLM
+    from charlm.onnx_export import ExportResult
     from charlm.training.request import TrainRequest
     from charlm.training.types import TrainResult
 
@@ -289,7 +290,7 @@ class Model:
 
         opts = check_sample(length, n=n, temperature=temperature, top_k=top_k, top_p=top_p, prime=prime,
                             stop=stop, seed=seed, skip_unknown=skip_unknown)  # fmt: skip
-        sampling.start_ids(self.tokenizer, opts.prime, opts.on_unknown)  # unknown characters: an error now
+        sampling.prime_ids(self.tokenizer, opts.prime, opts.on_unknown)  # unknown characters: an error now
         return opts
 
     @overload
@@ -371,6 +372,29 @@ class Model:
         engine, device = self._sampler(1)
         return sampling.stream(engine, self.tokenizer, opts, device)
 
+    def stream_many(
+        self,
+        length: int = 1000,
+        *,
+        n: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        prime: str = "",
+        stop: str | None = None,
+        seed: int | None = None,
+        skip_unknown: bool = False,
+    ) -> Iterator[tuple[int, str]]:
+        """`n` samples (the options of `sample`; the same text as `sample(n=n)`) as (sample number, piece)
+        while they are generated: every sample yields at least one piece, and all of one sample's come before
+        the next's. They are generated side by side in groups of bounded memory, the first of each group as
+        it streams, so a million samples, or two of a billion characters, need no more memory than a few."""
+        from charlm.inference import sample as sampling
+
+        opts = self._options(length, temperature, top_k, top_p, prime, stop, seed, skip_unknown, n)
+        engine, device = self._sampler(n)
+        return sampling.sample_pieces(engine, self.tokenizer, opts, n, device)
+
     # ------------------------------------------------------------ scoring and explaining
 
     def _ids(self, text: str, skip_unknown: bool, source: str, purpose: str) -> Any:
@@ -444,6 +468,30 @@ class Model:
         ids = self._ids(text, skip_unknown, source, "explain")
         return find_units(self.tokenizer.decode(ids), unit_states(trace_gates(self.module, ids)), regex, top)
 
+    def export(
+        self,
+        out: PathLike,
+        *,
+        int8: bool = False,
+        force: bool = False,
+        text: str | None = None,
+        source: str = "the text",
+    ) -> ExportResult:
+        """Write the model as an ONNX folder `out` (`charlm export`): model.onnx (one step with its state
+        carried, the vocabulary and config in its metadata), tokenizer.json and charlm.json, checked against
+        charlm by onnxruntime first. `out` must be new or empty unless `force`, which replaces only those
+        three files. `int8`: int8 weights; `text`: the text int8's change in bits/char is measured on (by
+        default text sampled from the model), `source` what charlm.json calls it (a file name, say).
+        Needs the export extra (onnx, onnxruntime): MissingExtraError says so. See docs/export.md."""
+        from charlm.onnx_export import export
+
+        if text is not None and not isinstance(text, str):
+            raise UsageError(f"{param('text')} must be a str, not {type(text).__name__}")
+        target = _path(out, "out")
+        if target is None:
+            raise UsageError(f"{param('out')} must be a path (the folder to write), not None")
+        return export(self._ck, target, int8=int8, force=force, text=text, text_name=source)
+
 
 def check_sample(
     length: int = 1000,
@@ -487,6 +535,20 @@ def load(path: PathLike | None = None, *, which: Which = "best", device: str = "
 
         pick_device(device)
     return model
+
+
+def export(
+    path: PathLike | None,
+    out: PathLike,
+    *,
+    which: Which = "best",
+    int8: bool = False,
+    force: bool = False,
+    text: str | None = None,
+    source: str = "the text",
+) -> ExportResult:
+    """`load(path, which=which).export(out, ...)`: a checkpoint as an ONNX folder (see `Model.export`)."""
+    return load(path, which=which, device="cpu").export(out, int8=int8, force=force, text=text, source=source)
 
 
 # ---------------------------------------------------------------- training

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("cosine", "linear", "wsd")  # the learning rate's decay after warmup (charlm.training.schedule)
 CELLS = ("gru", "lstm", "rnn")  # the recurrent cells a model can be built from (see charlm/model.py)
+SEED_MAX = 2**32 - 1  # seeds are 0..SEED_MAX: every generator takes them, with room for per-rank offsets
 
 
 class _Saved:
@@ -88,6 +89,8 @@ class TrainConfig(_Saved):
                 out.append(f"{param(name)} must be at least 1 (got {getattr(self, name)})")
         if self.keep < 1:
             out.append(f"{param('keep')} must be at least 1 (got {self.keep})")
+        if not 0 <= self.seed <= SEED_MAX:
+            out.append(f"{param('seed')} must be in 0..{SEED_MAX} (got {self.seed})")
         if self.patience < 0:
             out.append(f"{param('patience')} must be 0 (off) or more (got {self.patience})")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -104,7 +107,7 @@ class TrainConfig(_Saved):
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             out.append(f"{param('weight_decay')} must be 0 or more (got {self.weight_decay})")
         if self.max_time is not None and not self.max_time > 0:
-            out.append(f"{param('max_time')} must be positive (got {self.max_time})")
+            out.append(f"{param('max_time')} must be more than 0 (got {self.max_time})")
         if not 0.0 <= self.val_fraction < 1.0:
             out.append(f"{param('val_fraction')} must be in [0, 1) (got {self.val_fraction})")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
@@ -125,7 +128,7 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in '90s', '10m', '2h', '1h30m' or a bare number of seconds. Raises ValueError."""
+    """Seconds in '90s', '10m', '2h', '1h30m' or a bare number of seconds, more than 0. Raises ValueError."""
     s = text.strip().lower().replace(" ", "")
     pos, total, parts = 0, 0.0, 0
     while pos < len(s):
@@ -134,8 +137,10 @@ def parse_duration(text: str) -> float:
             break
         total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         pos, parts = m.end(), parts + 1
-    if not s or pos != len(s) or total <= 0:
+    if not s or pos != len(s):
         raise ValueError(f"cannot read {text!r} as a duration (use e.g. 90s, 10m, 2h or 1h30m)")
+    if not total > 0:
+        raise ValueError(f"must be more than 0 (got {text!r})")
     return total
 
 

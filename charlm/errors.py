@@ -111,6 +111,10 @@ class RunLockedError(CharlmError):
     """Another charlm process is training into the same run folder."""
 
 
+class OutputError(CharlmError):
+    """Standard output cannot be written: it is closed, or the disk or device behind it is full or failing."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training was interrupted (Ctrl-C, or a notebook's interrupt) and stopped cleanly: ``run`` is the Run
     as it was left, its last checkpoint whole, to be continued with ``charlm.train(..., resume=True)``."""
@@ -120,6 +124,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, run: Any, message: str) -> None:
         self.run = run
         super().__init__(message)
+
+
+class MissingExtraError(CharlmError):
+    """An optional feature's packages are not installed; the message says what to install."""
 
 
 class SeriesError(UsageError):

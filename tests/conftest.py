@@ -73,6 +73,12 @@ def tiny_corpus(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_run_settings() -> dict:
+    """The tiny run's settings, for tests that train a run of their own of the same size (another cell, say)."""
+    return dict(TINY_RUN)
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder trained once per session through the library: 2 layers x 24 hidden, 100 steps."""
     from charlm import training as run

@@ -54,6 +54,23 @@ def test_quality_records_validation_loss(tmp_path: Path, capsys: pytest.CaptureF
     assert "--hidden 16" in capsys.readouterr().out
 
 
+def test_export_benchmark_prints_sizes_bits_per_char_and_speed(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    import export as export_bench  # benchmarks/export.py
+
+    out = tmp_path / "export.json"
+    res = export_bench.main(["--quick", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    assert 0 < res["bytes"]["int8"] < res["bytes"]["fp32"]
+    bpc = res["bits_per_char"]
+    assert abs(bpc["fp32"] - bpc["charlm_evaluate"]) < 1e-4 and abs(bpc["int8"] - bpc["fp32"]) < 0.05
+    assert all(v > 0 for v in res["sample_chars_per_sec"].values())
+    assert res["machine"]["cpu"] and isinstance(res["machine"]["bf16_native"], bool)
+    for words in ("model.onnx size", "bits/char", "charlm sample", "load average", "bf16 native"):
+        assert words in printed
+
+
 def test_forecast_benchmark_prints_the_table_and_the_machine(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("statsforecast", reason="the forecast-bench extra is not installed")
     pytest.importorskip("statsmodels", reason="the forecast-bench extra is not installed")

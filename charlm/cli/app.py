@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import typer
 
 from charlm import __version__
-from charlm.cli import compare, evaluate, explain, forecast, info, sample, serve, train
+from charlm.cli import compare, evaluate, explain, export, forecast, info, sample, serve, train
 from charlm.cli.options import flag
-from charlm.cli.output import silence_stdout
-from charlm.errors import CharlmError
+from charlm.cli.output import guard_stdio, silence_stdout
+from charlm.errors import CharlmError, OutputError
 from charlm.ui.console import error
 
 EXIT_CODES = (
@@ -35,6 +35,7 @@ COMMANDS = (
     explain.explain,
     explain.units,
     compare.compare,
+    export.export,
     serve.serve,
     forecast.forecast,
 )
@@ -51,6 +52,14 @@ app = typer.Typer(
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+def fail(e: CharlmError) -> int:
+    """Say what went wrong in one line on stderr; the exit status."""
+    if isinstance(e, OutputError):
+        silence_stdout()  # what is left in stdout's buffer cannot be written either, at exit or ever
+    error(e.render(flag))
+    return e.exit_code
+
+
 def handled(fn: Callable[..., None]) -> Callable[..., None]:
     """Turn a CharlmError into its one-line message on stderr (settings named by their flags) and its exit status."""
 
@@ -59,8 +68,7 @@ def handled(fn: Callable[..., None]) -> Callable[..., None]:
         try:
             fn(*args, **kwargs)
         except CharlmError as e:
-            error(e.render(flag))
-            raise typer.Exit(e.exit_code) from None
+            raise typer.Exit(fail(e)) from None
         except BrokenPipeError:
             # The reader went away (`charlm sample | head`): that is a normal end for a pipeline, not an error.
             silence_stdout()
@@ -90,9 +98,12 @@ def _root(
 
 def main() -> None:
     """Entry point: runs the app and turns every error a user can cause into one line on stderr."""
+    guard_stdio()
     try:
         code = app(prog_name="charlm", standalone_mode=False)
         sys.stdout.flush()  # here, not at exit, so a reader that went away cannot cause a traceback
+    except CharlmError as e:  # raised while the options were read (--version), or by the last flush
+        code = fail(e)
     except BrokenPipeError:
         silence_stdout()
         code = 0

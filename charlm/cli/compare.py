@@ -10,7 +10,7 @@ import typer
 from charlm.cli import options as opt
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
-from charlm.ui.console import err_console
+from charlm.ui.console import say
 
 
 def compare(
@@ -73,7 +73,7 @@ def compare(
 
     def train_one(cell: str, own: dict[str, Any], run: Path) -> Any:
         if not quiet:
-            err_console.print(f"compare: {cell} ({names.index(cell) + 1} of {len(names)}) into {run}", soft_wrap=True)
+            say(f"compare: {cell} ({names.index(cell) + 1} of {len(names)}) into {run}")
         req = training.TrainRequest(list(corpus), run, replace_bad_bytes=replace_bad_bytes, overrides=own)
         with TrainDisplay(quiet=quiet, names=opt.flag) as display:
             result = training.train(req, display)

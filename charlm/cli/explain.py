@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from charlm import outfile
-from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load_model
+from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load_model, text_option
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
-from charlm.ui.console import err_console, warn
+from charlm.ui.console import say, warn
 
 if TYPE_CHECKING:
     from charlm.api import Model
@@ -27,7 +27,7 @@ TextArgs = Annotated[
         show_default=False,
     ),
 ]
-LiteralText = Annotated[Optional[str], typer.Option("--text", help="Use this string as the text instead of a file.")]
+LiteralText = Annotated[Optional[str], text_option("--text", help="Use this string as the text instead of a file.")]
 MaxChars = Annotated[int, typer.Option(help="Read at most this many characters of the text (the rest is ignored).")]
 
 
@@ -109,7 +109,7 @@ def explain(
 
         html_report.write(html_out, html_report.render(ex, f"charlm explain: {len(ex.chars)} characters", chosen))
         if not quiet:
-            err_console.print(f"wrote {html_out}", soft_wrap=True)
+            say(f"wrote {html_out}")
     if json_out:
         print_json(ex_lib.document(ex, gates))
         return
@@ -127,7 +127,7 @@ def units(
     paths: TextArgs = None,
     literal: LiteralText = None,
     regex: Annotated[
-        Optional[str], typer.Option(help="Also rank units by a feature: inside a match of this regex.")
+        Optional[str], text_option(help="Also rank units by a feature: inside a match of this regex.")
     ] = None,
     top: Annotated[int, typer.Option(help="Units to list per feature.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print the ranking as JSON.")] = False,

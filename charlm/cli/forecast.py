@@ -11,7 +11,7 @@ import typer
 from charlm.cli.options import Quiet, setting
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
-from charlm.ui.console import err_console
+from charlm.ui.console import say, shell_word
 
 STDIN = "-"
 
@@ -140,9 +140,9 @@ def forecast(
         with outfile.replacing(target, option="--plot") as f:  # whole or not at all
             plot_forecast(fc, f)
         if not quiet:
-            err_console.print(f"wrote {target}", soft_wrap=True)
+            say(f"wrote {target}")
     if not quiet and fc.run is not None and from_run is None:
-        err_console.print(f"forecaster saved in {fc.run}; forecast again with: charlm forecast --from {fc.run}")
+        say(f"forecaster saved in {fc.run}; forecast again with: charlm forecast --from {shell_word(fc.run)}")
     if json_out:
         print_json(fc.to_dict())
     elif fc.backtest is not None:

@@ -9,7 +9,7 @@ import typer
 
 from charlm.cli.options import Ckpt, Quiet, resolve
 from charlm.cli.output import print_json
-from charlm.ui.console import err_console
+from charlm.ui.console import say
 
 
 def info(
@@ -42,4 +42,4 @@ def plot(
 
     written = plot_run(checkpoint, output, force)
     if written is not None and not quiet:
-        err_console.print(f"wrote {written}", soft_wrap=True)
+        say(f"wrote {written}")

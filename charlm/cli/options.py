@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from charlm.config import ModelConfig, TrainConfig
+from charlm.config import SEED_MAX, ModelConfig, TrainConfig
 from charlm.errors import UsageError
-from charlm.ui.console import err_console
+from charlm.ui.console import say
 
 if TYPE_CHECKING:  # the library is imported only by the commands that need it, to keep `charlm --help` quick
     from charlm.api import Model
@@ -35,9 +35,10 @@ Jsonl = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per 
 ReplaceBadBytes = Annotated[bool, typer.Option(help="Read bytes that are not UTF-8 as U+FFFD.")]
 
 
-def setting(help: str, default: Any = None) -> Any:
+def setting(help: str, default: Any = None, **kwargs: Any) -> Any:
     """An option left None when not given (so the library can tell), its default shown in the help text."""
-    return typer.Option(help=help + (f" \\[default: {default}]" if default is not None else ""), show_default=False)
+    shown = help + (f" \\[default: {default}]" if default is not None else "")
+    return typer.Option(help=shown, show_default=False, **kwargs)
 
 
 _M, _T = ModelConfig(vocab_size=1), TrainConfig()  # the defaults shown in --help
@@ -76,7 +77,8 @@ ValFraction = Annotated[
     Optional[float], setting("Last fraction of the text held out for validation.", _T.val_fraction)
 ]
 EvalEvery = Annotated[Optional[int], setting("Steps between validations (each saves a checkpoint).", AUTO)]
-Seed = Annotated[Optional[int], setting("Random seed.", _T.seed)]
+SEED_RANGE = {"min": 0, "max": SEED_MAX}  # refused as the options are read, in one line
+Seed = Annotated[Optional[int], setting("Random seed.", _T.seed, **SEED_RANGE)]
 TrainDevice = Annotated[Optional[str], setting("auto, cpu, cuda or mps.", _T.device)]
 Precision = Annotated[
     Optional[str],
@@ -88,6 +90,25 @@ Corpus = Annotated[
 JsonSummary = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")]
 # The library's parameters whose flag is not their name with dashes (see `flag`).
 FLAG_NAMES = {"n": "--num-samples", "corpus": "CORPUS", "path": "CHECKPOINT"}
+
+
+def utf8_text(value: Optional[str]) -> Optional[str]:
+    """A text argument (a prime, a stop string, --text, a regex) as the UTF-8 the user typed, whatever the locale.
+
+    Under a locale Python does not read as UTF-8 (LC_ALL=C, PYTHONUTF8=0) the arguments' bytes arrive as
+    surrogate escapes; file names keep them (that is how the file system takes them back), text is decoded.
+    """
+    if value is None or not any("\udc80" <= c <= "\udcff" for c in value):
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise typer.BadParameter("is not UTF-8 text") from None
+
+
+def text_option(*names: str, help: str, **kwargs: Any) -> Any:
+    """An option whose value is text (read as UTF-8 whatever the locale: see utf8_text)."""
+    return typer.Option(*names, help=help, callback=utf8_text, **kwargs)
 
 
 def given(settings: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +141,7 @@ def resolve(checkpoint: Optional[Path], quiet: bool) -> Checkpoint:
 
     ck = ckpt_io.resolve(checkpoint, "best")
     if checkpoint is None and not quiet:
-        err_console.print(f"using {ck.path}", soft_wrap=True)
+        say(f"using {ck.path}")
     return ck
 
 
@@ -131,5 +152,5 @@ def load_model(checkpoint: Optional[Path], device: str, quiet: bool) -> Model:
 
     model = api.load(checkpoint, device=device)
     if checkpoint is None and not quiet:
-        err_console.print(f"using {model.path}", soft_wrap=True)
+        say(f"using {model.path}")
     return model

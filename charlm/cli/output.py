@@ -12,8 +12,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
+
+from charlm.errors import OutputError, UsageError
 
 if TYPE_CHECKING:  # the library, which a bare `charlm --help` should not wait for
     from charlm.api import LineScore, Score
@@ -33,13 +35,25 @@ def write_stream(pieces: Iterable[str], out: TextIO | None = None, every: float 
     out.flush()
 
 
-def write_samples(texts: list[str], separator: str, jsonl: bool) -> None:
-    """Several samples: `separator` between them and a newline after the last, or one JSON record each."""
-    for i, text in enumerate(texts):
-        if jsonl:
-            print_json({"sample": i, "text": text}, flush=True)
-        else:
-            sys.stdout.write(text + (separator if i < len(texts) - 1 else "\n"))
+def write_samples(pieces: Iterable[tuple[int, str]], separator: str, jsonl: bool) -> None:
+    """Several samples, as (sample number, piece) in order, written as they come: `separator` between them
+    and a newline after the last, or one JSON record each, `{"sample": i, "text": ...}` (its text streamed
+    too, so a sample of any length never has to be held)."""
+    current: int | None = None
+
+    def text() -> Iterator[str]:
+        nonlocal current
+        for i, piece in pieces:
+            if i != current:
+                if current is not None:
+                    yield '"}\n' if jsonl else separator
+                yield f'{{"sample": {i}, "text": "' if jsonl else ""
+                current = i
+            yield json.dumps(piece, ensure_ascii=False)[1:-1] if jsonl else piece
+        if current is not None:
+            yield '"}\n' if jsonl else "\n"
+
+    write_stream(text())
 
 
 def _clean(value: Any) -> Any:
@@ -59,10 +73,103 @@ def print_json(record: dict[str, Any], flush: bool = False) -> None:
 
 
 def silence_stdout() -> None:
-    """After a broken pipe: point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    """After a broken pipe or a failed write: point stdout at /dev/null so the interpreter's last flush cannot
+    fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, 1)
     os.close(devnull)
+
+
+class GuardedStream:
+    """stdout (or its binary buffer), whose failures are an OutputError: a one-line message, not a traceback.
+
+    A reader that went away (BrokenPipeError) is left as it is: that is a normal end for a pipeline. A closed
+    stdout (Python then sets sys.stdout to None, and print() would drop the payload without a word) fails at
+    the first write.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _call(self, method: str, *args: Any) -> Any:
+        if self._stream is None:
+            if method == "flush":
+                return None
+            raise OutputError("cannot write the output: standard output is closed")
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(f"cannot write to standard output: {e.strerror or e}") from None
+
+    def write(self, data: Any) -> Any:
+        return self._call("write", data)
+
+    def writelines(self, lines: Any) -> Any:
+        return self._call("writelines", lines)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def isatty(self) -> bool:
+        return self._stream is not None and self._stream.isatty()
+
+    @property
+    def buffer(self) -> GuardedStream:
+        return GuardedStream(getattr(self._stream, "buffer", None))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _ensure_open(fd: int, flags: int) -> None:
+    """Open /dev/null on a standard descriptor the caller closed, so no file charlm opens can take its number
+    (and receive what is written to stdout or stderr)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        devnull = os.open(os.devnull, flags)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+
+def guard_stdio() -> None:
+    """Set up the standard streams for the command line.
+
+    stdout is written as UTF-8 whatever the locale says (the text charlm reads and writes is UTF-8), and its
+    failures become OutputError; stderr, for people, keeps the terminal's encoding and shows what it cannot
+    encode as escapes rather than failing.
+    """
+    closed_out = sys.stdout is None
+    _ensure_open(0, os.O_RDONLY)
+    _ensure_open(1, os.O_WRONLY)
+    _ensure_open(2, os.O_WRONLY)
+    if isinstance(sys.stdout, GuardedStream):
+        return
+    if not closed_out and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8", errors="strict")
+    if sys.stderr is not None and hasattr(sys.stderr, "reconfigure"):
+        sys.stderr.reconfigure(errors="backslashreplace")
+    sys.stdout = GuardedStream(None if closed_out else sys.stdout)  # type: ignore[assignment]
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"standard input is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
+
+
+def read_stdin() -> str:
+    """All of standard input as UTF-8 text, or a one-line UsageError."""
+    return _utf8(sys.stdin.buffer.read() if sys.stdin is not None else b"")
+
+
+def read_stdin_line() -> str:
+    """The next line of standard input as UTF-8 text ("" at its end), or a one-line UsageError."""
+    return _utf8(sys.stdin.buffer.readline() if sys.stdin is not None else b"")
 
 
 def train_summary(result: Any) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from charlm.cli.options import Ckpt, Device, Quiet, SkipUnknown, flag, load_model
-from charlm.cli.output import write_samples, write_stream
+from charlm.cli.options import SEED_RANGE, Ckpt, Device, Quiet, SkipUnknown, flag, load_model, text_option
+from charlm.cli.output import read_stdin, read_stdin_line, write_samples, write_stream
 from charlm.errors import UsageError
 from charlm.ui import console
 from charlm.ui.console import err_console
@@ -27,11 +27,11 @@ def sample(
     temperature: Annotated[float, typer.Option(help="Randomness: 0 is greedy, 1 the model's own odds.")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample among the k most likely characters only.")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Sample among the likeliest characters covering p.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; the same seed gives the same text.")] = None,
-    prime: Annotated[str, typer.Option(help="Text the model reads first and continues; - reads stdin.")] = "",
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same text.", **SEED_RANGE)] = None,
+    prime: Annotated[str, text_option(help="Text the model reads first and continues; - reads stdin.")] = "",
     num_samples: Annotated[int, typer.Option(help="Samples to generate, side by side.")] = 1,
-    separator: Annotated[str, typer.Option(help=SEPARATOR_HELP, show_default=False)] = "\n\n",
-    stop: Annotated[Optional[str], typer.Option(help="End each sample before the first occurrence of this.")] = None,
+    separator: Annotated[str, text_option(help=SEPARATOR_HELP, show_default=False)] = "\n\n",
+    stop: Annotated[Optional[str], text_option(help="End each sample before the first occurrence of this.")] = None,
     jsonl: Annotated[bool, typer.Option("--jsonl", help='One JSON object per sample: {"sample": i, "text": ...}.')] = (
         False
     ),
@@ -51,7 +51,7 @@ def sample(
     if interactive and prime == "-":
         raise UsageError("--interactive reads primes from stdin; it cannot also take --prime -")
     if prime == "-":
-        prime = sys.stdin.read()
+        prime = read_stdin()
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "prime": prime, "stop": stop,
                "seed": seed, "skip_unknown": skip_unknown}  # fmt: skip
     check_sample(length, n=num_samples, **options)  # before a checkpoint is looked for
@@ -62,7 +62,7 @@ def sample(
     elif num_samples == 1 and not jsonl:
         write_stream(model.stream(length, **options))
     else:
-        write_samples(model.sample(length, n=num_samples, **options), separator, jsonl)
+        write_samples(model.stream_many(length, n=num_samples, **options), separator, jsonl)
 
 
 def prompt_loop(model: Model, length: int, options: dict[str, Any], prompt: Callable[[], None] | None = None) -> None:
@@ -72,7 +72,7 @@ def prompt_loop(model: Model, length: int, options: dict[str, Any], prompt: Call
     while True:
         if prompt is not None:
             prompt()
-        line = sys.stdin.readline()
+        line = read_stdin_line()
         if not line:
             return
         given = {**options, "prime": line.rstrip("\n"), "seed": None if seed is None else seed + n}

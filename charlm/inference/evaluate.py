@@ -82,6 +82,12 @@ def _nats(model: CharGRU, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, 
     return float(nats)
 
 
+# A line longer than this is scored as `score_ids` scores a text: a single row of millions of characters would
+# be read one character after another (measured: 200,000 characters in 34 s against 0.8 s, and the same total
+# to 2e-9 nats/char).
+LONG_LINE = 16384
+
+
 @dataclass
 class LineScore:
     chars: int  # characters of the line that were scored
@@ -106,12 +112,18 @@ def score_lines(
     With `start` (the id of "\\n") every line is read as if it began a line of text, so its first character
     is scored too; without it the first character is only context. Lines are sorted by length so a batch
     holds lines of similar length, and padding (masked out) only ever follows a line's scored characters.
+    A line longer than LONG_LINE is cut into segments scored side by side, each first reading the 128
+    characters before it, as `score_ids` scores a whole text.
     """
     was_training = model.training
     model.eval()
     ctx = [np.concatenate(([start], ids)) if start is not None else np.asarray(ids) for ids in lines]
     out: list[LineScore] = [LineScore(0, 0.0)] * len(lines)
     order = sorted(range(len(ctx)), key=lambda i: len(ctx[i]))
+    while order and len(ctx[order[-1]]) > LONG_LINE:  # one long line: its own segments, side by side
+        i = order.pop()
+        r = score_ids(model, ctx[i], device)
+        out[i] = LineScore(r.chars, r.nats / math.log(2))
     for a in range(0, len(order), batch_size):
         rows = [i for i in order[a : a + batch_size] if len(ctx[i]) >= 2]
         if rows:

@@ -11,14 +11,23 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from charlm.inference.draws import CHUNK, INT8_MIN_BATCH, Gumbel, SampleOptions, decode, sampling_filter
+from charlm.inference.draws import (
+    CHUNK,
+    INT8_MIN_BATCH,
+    PRIME_BLOCK,
+    Gumbel,
+    Primed,
+    SampleOptions,
+    decode,
+    sampling_filter,
+)
 from charlm.inference.threads import configured_threads, cpu_threads, intra_op_threads, run_shares, split
 
 SHARE_ROWS = 128  # samples per share when many run at once
@@ -141,25 +150,43 @@ def uses_int8(batch: int, device: torch.device | str) -> bool:
     return cpu and batch >= INT8_MIN_BATCH and torch.backends.quantized.engine != "none"
 
 
+def prime_state(model: nn.Module, ids: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """The state (state layers, 1, hidden) after reading `ids`, for one sample, PRIME_BLOCK characters a call."""
+    state = model.init_hidden(1, device)
+    with torch.inference_mode():
+        for a in range(0, len(ids), PRIME_BLOCK):
+            _, state = model(torch.from_numpy(np.ascontiguousarray(ids[a : a + PRIME_BLOCK]))[None].to(device), state)
+    return state
+
+
+def primed_state(model: nn.Module, primed: Primed, device: torch.device | str) -> torch.Tensor:
+    """The prime's shared state on `device`: a GRU's from the NumPy step, any other cell's from torch."""
+    if primed.state is None and getattr(model.config, "cell", "gru") == "gru":
+        primed.numpy_state(primed.weights(model))
+    if primed.state is None:
+        primed.state = prime_state(model, primed.prime[:-1], device).cpu().numpy()
+    return torch.from_numpy(primed.state).to(device)
+
+
 class _Shares:
     """One step per share of the samples, with what each carries from one chunk to the next."""
 
-    def __init__(self, model: nn.Module, prime: list[int], batch: int, device: torch.device | str) -> None:
+    def __init__(self, model: nn.Module, primed: Primed, batch: int, device: torch.device | str) -> None:
         # shares of a fixed size, whatever the thread count: int8 products scale each share's inputs
         # together, so the samples then depend on the seed alone
         many = batch >= INT8_MIN_BATCH and torch.device(device).type == "cpu"
         parts = split(batch, math.ceil(batch / SHARE_ROWS)) if many else [slice(0, batch)]
         sizes = [rows.stop - rows.start for rows in parts]
         self.threads = cpu_threads(device) if many else 1
-        state = model.init_hidden(batch, device)
-        if len(prime) > 1:  # read the prime, all but its last character, in one pass
-            _, state = model(torch.tensor(prime[:-1], device=device).expand(batch, -1), state)
+        # the prime, all but its last character, read once for one sample; every sample starts from its state
+        state = primed_state(model, primed, device).expand(-1, batch, -1).contiguous()
+        last = int(primed.prime[-1])
         if getattr(model.config, "cell", "gru") != "gru":
             self.steps: list[Any] = [ModelStep(model, state[:, rows]) for rows in parts]
         else:
             int8 = uses_int8(batch, device)
             self.steps = [FusedGRUStep(model, state[:, rows], n, int8) for rows, n in zip(parts, sizes, strict=True)]
-        self.parts, self.last = parts, [torch.full((n,), prime[-1], device=device) for n in sizes]
+        self.parts, self.last = parts, [torch.full((n,), last, device=device) for n in sizes]
         self.bufs = [torch.empty(n, model.config.vocab_size, device=device) for n in sizes]
 
     def fill(self, out: torch.Tensor, noise: torch.Tensor | None, filt: Any) -> None:
@@ -177,7 +204,12 @@ class _Shares:
 
 
 def chunks(
-    model: nn.Module, prime: list[int], opts: SampleOptions, batch: int, device: torch.device | str, noise: Gumbel
+    model: nn.Module,
+    prime: Sequence[int] | Primed,
+    opts: SampleOptions,
+    batch: int,
+    device: torch.device | str,
+    noise: Gumbel,
 ) -> Iterator[np.ndarray]:
     """(T, batch) ids for each chunk of up to CHUNK steps, `opts.length` steps in all, with `noise`'s draws.
 
@@ -189,7 +221,7 @@ def chunks(
     model.eval()
     cpu = torch.device(device).type == "cpu"
     with torch.inference_mode():
-        run = _Shares(model, prime, batch, device)
+        run = _Shares(model, prime if isinstance(prime, Primed) else Primed(prime), batch, device)
     filt = sampling_filter(opts, filter_logits)
     for a in range(0, opts.length, CHUNK):
         draws = noise(batch, model.config.vocab_size)

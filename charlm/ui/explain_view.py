@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 from rich.color import Color
-from rich.console import Console
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
@@ -18,12 +17,14 @@ from rich.text import Text
 from charlm.interpret.explain import Explanation, surprising_spans
 from charlm.interpret.units import UnitScore
 from charlm.tokenizer import describe_char
+from charlm.ui.console import SafeConsole, escape_controls
 
 MAX_BITS = 8.0  # surprisal shown at full colour, here and in the HTML page
 
 
-def out_console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+def out_console() -> SafeConsole:
+    """The console on stdout: the text shown as written (control characters escaped), coloured on a terminal."""
+    return SafeConsole(file=sys.stdout)
 
 
 def _bg(r: float, g: float, b: float) -> Style:
@@ -48,7 +49,7 @@ def coloured(chars: list[str], strengths: np.ndarray, negative: np.ndarray | Non
             if ch == "\n" or np.isnan(strengths[i])
             else _shade(strengths[i], (70, 110, 235) if neg else (235, 60, 45))
         )
-        text.append(ch, style=style)
+        text.append(escape_controls(ch), style=style)
     return text
 
 
@@ -63,7 +64,7 @@ def by_unit(ex: Explanation, layer: int, unit: int) -> Text:
 
 
 def _show(s: str) -> str:
-    return "".join(describe_char(c).strip("'") if not c.isprintable() or c == "\n" else c for c in s)
+    return escape_controls(s, keep="")
 
 
 def summary(ex: Explanation, spans: int = 5) -> Text:

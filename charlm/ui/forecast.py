@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from charlm.config import format_duration
-from charlm.ui.console import err_console
+from charlm.ui.console import say, shell_word
 from charlm.ui.progress import TrainDisplay
 
 
@@ -51,7 +51,7 @@ class ForecastDisplay(TrainDisplay):
                "max_steps": "step budget spent"}.get(result.stopped_by, f"stopped by {result.stopped_by}")  # fmt: skip
         self.log(f"trained {result.step} steps in {result.elapsed:.1f}s ({how}); best validation loss {best}")
         if result.interrupted:
-            err_console.print(f"continue with: charlm forecast --resume --out {result.run}", soft_wrap=True)
+            say(f"continue with: charlm forecast --resume --out {shell_word(result.run)}")
 
 
 def describe_forecaster(ck: Any) -> dict[str, Any]:

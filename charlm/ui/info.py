@@ -9,6 +9,7 @@ from charlm import checkpoint as ckpt_io
 from charlm.model import CELL_NAMES, count_params
 from charlm.tokenizer import describe_char
 from charlm.ui.charts import curves, metric_series
+from charlm.ui.console import escape_controls
 
 
 def describe(ck: ckpt_io.Checkpoint, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -49,15 +50,15 @@ def render(d: dict[str, Any]) -> str:
     vocab = "".join(describe_char(c)[1:-1] if len(describe_char(c)) <= 4 else describe_char(c) for c in d["vocabulary"])
     best = f"{d['best_val_bpc']:.4f}" if d["best_val_bpc"] is not None else "-"
     lines = [
-        f"checkpoint      {d['checkpoint']}",
+        f"checkpoint      {escape_controls(d['checkpoint'], keep='')}",
         f"model           {CELL_NAMES[m['cell']]}, {m['layers']} layer(s) x {m['hidden']} hidden, "
         f"embedding {m['embed']}, dropout {m['dropout']}",
         f"parameters      {m['parameters']:,}",
         f"vocabulary      {m['vocab_size']} characters: {vocab}",
         f"steps trained   {d['step']:,} ({(d['chars_seen'] or 0):,} characters, {d['elapsed_seconds'] or 0:.0f}s)",
         f"val bits/char   {d['val_bpc'] if d['val_bpc'] is None else format(d['val_bpc'], '.4f')} here, "
-        f"best {best} ({d['best_checkpoint']})",
-        f"trained on      {', '.join(data.get('sources', [])) or '-'} "
+        f"best {best} ({escape_controls(str(d['best_checkpoint']), keep='')})",
+        f"trained on      {escape_controls(', '.join(data.get('sources', [])), keep='') or '-'} "
         f"({data.get('train_chars', 0):,} training + {data.get('val_chars', 0):,} validation characters)",
     ]
     if d.get("auto"):  # the settings automatic configuration chose, and its reason

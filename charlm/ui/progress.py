@@ -18,7 +18,7 @@ from rich.text import Text
 from charlm.config import format_duration
 from charlm.errors import Problem
 from charlm.ui.charts import LN2, curves
-from charlm.ui.console import err_console, warn
+from charlm.ui.console import err_console, say, shell_word, text, warn
 
 PLAIN_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 CHART_WIDTH = 48  # characters of sparkline in the live display
@@ -116,9 +116,9 @@ class TrainDisplay:
             self._progress.__exit__(None, None, None)
             self._progress = None
 
-    def log(self, message: str) -> None:
+    def log(self, message: str | Text) -> None:
         if not self.quiet:
-            (self._progress.console if self._progress else self.console).print(message)
+            say(message, self._progress.console if self._progress else self.console)
 
     def chart(self) -> list[str]:
         width = max(8, min(CHART_WIDTH, self.console.width - 41))  # the numbers after it take 41 columns
@@ -154,7 +154,7 @@ class TrainDisplay:
                 self._progress.update(self._task, completed=min(1.0, info["progress"]), stats=line)
             elif self.clock() - self._last_plain >= PLAIN_EVERY:
                 self._last_plain = self.clock()
-                self.console.print(line, soft_wrap=True)
+                say(line, self.console)
         elif kind == "eval" and "val_bpc" in info:
             self.val_bpc = info["val_bpc"]
             self.val_curve.append(self.val_bpc)
@@ -162,10 +162,9 @@ class TrainDisplay:
                 self._progress.update(self._task, stats=self.stats_line(self._last_step))
             is_best = self.best is None or self.val_bpc < self.best
             self.best = self.val_bpc if is_best else self.best
-            self.log(
-                f"step {info['step']}: validation {self.val_bpc:.4f} bits/char "
-                f"({info['val_loss']:.4f} nats/char){' [green]best[/]' if is_best else ''}"
-            )
+            line = text(f"step {info['step']}: validation {self.val_bpc:.4f} bits/char ")
+            line.append(f"({info['val_loss']:.4f} nats/char)")
+            self.log(line.append(" best", style="green") if is_best else line)
             self._show_preview(info)
 
     def _text(self, message: str) -> str:
@@ -175,29 +174,25 @@ class TrainDisplay:
         """On a terminal, a short sample at each evaluation, to watch the text improve."""
         if self._progress is None or info.get("model") is None or info.get("tokenizer") is None:
             return
-        text = preview(info["model"], info["tokenizer"])
+        sample = preview(info["model"], info["tokenizer"])
         shown = Text("  sample: ", style="bold")
-        shown.append(text.replace("\n", "\n          "), style="dim")
+        shown.append(text(sample.replace("\n", "\n          "), style="dim"))
         self._progress.console.print(shown, soft_wrap=True)
 
 
 def train_done(result: Any, quiet: bool = False) -> None:
     """The closing lines of `charlm train`: what was done, where it is, and what to run next."""
     if result.stopped_by == "already_done":
-        err_console.print(
-            f"{result.run} already trained {result.step} steps; raise --max-steps or --max-time to train further"
-        )
+        say(f"{result.run} already trained {result.step} steps; raise --max-steps or --max-time to train further")
         return
     if quiet:
         return
     best = f"{result.best_val_bpc:.4f} bits/char" if result.best_val_bpc is not None else "-"
-    err_console.print(
-        f"done: {result.step} steps in {result.elapsed:.0f}s, {result.chars_per_sec:,.0f} "
-        f"chars/s; best validation {best}"
-    )
-    err_console.print(f"checkpoint: {result.best}", soft_wrap=True)
+    speed = f"{result.chars_per_sec:,.0f} chars/s"
+    say(f"done: {result.step} steps in {result.elapsed:.0f}s, {speed}; best validation {best}")
+    say(f"checkpoint: {result.best}")
     if result.early_stop:
-        err_console.print(result.early_stop, soft_wrap=True)
+        say(result.early_stop)
     if result.interrupted:
-        err_console.print(f"stopped by {result.stopped_by}; continue with: charlm train --resume --out {result.run}")
-    err_console.print(f"sample from it with: charlm sample {result.run}", soft_wrap=True)
+        say(f"stopped by {result.stopped_by}; continue with: charlm train --resume --out {shell_word(result.run)}")
+    say(f"sample from it with: charlm sample {shell_word(result.run)}")

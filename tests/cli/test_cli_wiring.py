@@ -17,7 +17,7 @@ from charlm import checkpoint as ckpt_io
 from charlm.cli import app
 from charlm.config import ModelConfig, TrainConfig
 
-COMMANDS = ["train", "sample", "evaluate", "info", "plot", "explain", "units", "compare", "serve", "forecast"]
+COMMANDS = ["train", "sample", "evaluate", "info", "plot", "explain", "units", "compare", "export", "serve", "forecast"]
 CLI_DIR = Path(charlm.cli.__file__).parent
 MODULES = sorted(p.stem for p in CLI_DIR.glob("*.py"))
 

@@ -161,7 +161,7 @@ def test_cli_sample_on_a_cpu_never_imports_torch(tiny_run: Path) -> None:
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('\\ntorch loaded:', 'torch' in sys.modules)"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # the repository root
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.endswith("\ntorch loaded: False\n")
     m, tok = ckpt_io.load_model(ckpt_io.resolve(tiny_run))
