@@ -229,9 +229,9 @@ def check_plateau(p: Any) -> None:
 
 def check_data(d: Any) -> None:
     d = _table(d, "data")
-    _optional(d, "offset", _whole, "data.offset")
-    for key in ("train_chars", "val_chars"):
-        _optional(d, key, _whole, f"data.{key}")
+    for key in ("offset", "train_chars", "val_chars"):  # null is no number of characters either
+        if key in d:
+            _whole(d[key], f"data.{key}")
     _optional(d, "fingerprint", _text, "data.fingerprint")
     _optional(d, "val_source", _text, "data.val_source")
     if "sources" in d:
