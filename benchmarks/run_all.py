@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from charlm.checkpoint.manifest import mark
 from charlm.config import ModelConfig, TrainConfig
 from charlm.device import pick_precision
 from charlm.model import CharGRU
@@ -136,6 +137,8 @@ def encode_and_train(mb: float, folder: Path, quick: bool) -> dict[str, float]:
         while left > 0:
             left -= f.write(block[:left])
     size = path.stat().st_size
+    run.mkdir(parents=True, exist_ok=True)
+    mark(run)  # a run folder, so that `charlm train --out` takes the ids encoded into it here
     enc = child_stats(
         "from pathlib import Path\nfrom charlm.data.encode import encode_corpus",
         f"encode_corpus([{str(path)!r}], Path({str(run / 'data')!r}), 0.1, progress=False)",

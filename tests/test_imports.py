@@ -18,7 +18,7 @@ LAYERS = [
     {"config", "tokenizer", "device"},
     {"model", "data"},
     {"checkpoint"},
-    {"inference", "interpret", "onnx_export"},
+    {"inference", "interpret", "onnx_export", "outfile"},
     {"training"},
     {"series"},  # the forecaster trains with training's hooks; ui describes its runs
     {"ui"},

@@ -219,14 +219,20 @@ def test_any_vocabulary_travels_in_the_files_and_the_metadata(save_model, tmp_pa
     from charlm.model import CharLM
     from charlm.tokenizer import CharTokenizer
 
-    tok = CharTokenizer(["a", " ", "猫", "🌙", "\ud800", "\n"])  # CJK, an emoji, a lone surrogate
+    tok = CharTokenizer(["a", " ", "猫", "🌙", "\u2028", "\n"])  # CJK, an emoji, a line separator
     model = CharLM(ModelConfig(vocab_size=tok.vocab_size, embed=4, hidden=8, layers=1, cell="lstm")).eval()
     ck = ckpt_io.resolve(save_model(tmp_path / "run", model, tok))
     export(ck, tmp_path / "exp")
     tokenizer = json.loads((tmp_path / "exp" / TOKENIZER).read_bytes().decode("utf-8"))
     assert tokenizer["id_to_char"] == tok.chars and tokenizer["id_to_code_point"] == [ord(c) for c in tok.chars]
     assert OnnxModel(tmp_path / "exp" / MODEL).tokenizer == tokenizer
-    assert "\\ud800" in (tmp_path / "exp" / TOKENIZER).read_text()  # escaped: UTF-8 cannot hold it
+    # a lone surrogate is no character: a checkpoint whose vocabulary holds one is refused when read
+    from charlm.errors import CheckpointError
+
+    bad = CharTokenizer(["a", "\ud800"])
+    save_model(tmp_path / "bad", CharLM(ModelConfig(vocab_size=2, embed=4, hidden=8, layers=1)), bad)
+    with pytest.raises(CheckpointError, match="surrogate"):
+        ckpt_io.resolve(tmp_path / "bad")
 
 
 def test_export_from_python_takes_paths_and_raises_typed_errors(save_model) -> None:

@@ -5,6 +5,8 @@ plus ``metrics.jsonl`` (one line per validation) and a ``.lock`` file held while
 
     format.py    one checkpoint: its files, the atomic save, reading them back checked, loading the model
     runs.py      a run folder: its checkpoints, the best one, resolving what the user gives, pruning
+    schema.py    checkpoint.json and tensor headers as untrusted input: the one check of each
+    manifest.py  what makes a folder a run folder, and what --out may be
     metrics.py   metrics.jsonl
     lock.py      the run lock, and clearing what a killed process left half done
     layout.py    the names of step folders and of the hidden copies a save or delete makes
@@ -20,6 +22,7 @@ from charlm.checkpoint.format import (
     VERSION,
     WEIGHTS,
     Checkpoint,
+    check_fits,
     load_model,
     load_weights,
     read_meta,
@@ -40,6 +43,7 @@ __all__ = [
     "VERSION",
     "WEIGHTS",
     "Checkpoint",
+    "check_fits",
     "RunLock",
     "Which",
     "append_metrics",

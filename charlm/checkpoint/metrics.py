@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from charlm.checkpoint import schema
 from charlm.errors import CheckpointError
 
 METRICS = "metrics.jsonl"
@@ -27,16 +29,35 @@ def append_metrics(run: Path, record: dict[str, Any]) -> None:
         raise CheckpointError(f"could not write {path}: {e.strerror or e}") from None
 
 
-def read_metrics(run: Path) -> list[dict[str, Any]]:
-    """Every whole line of metrics.jsonl; a line cut short by a crash is skipped."""
-    out = []
+def _record(line: str) -> dict[str, Any] | None:
+    """One line as a record: a JSON table with a whole step, whose figures (train_loss, val_bpc, val_loss,
+    elapsed, lr) are finite numbers or null where present."""
     try:
-        lines = (run / METRICS).read_text(encoding="utf-8").splitlines()
+        rec = schema.parse(line.encode("utf-8", "surrogateescape"))
+    except (schema.Bad, UnicodeEncodeError):
+        return None
+    if not isinstance(rec, dict) or type(rec.get("step")) is not int:
+        return None
+    numbers = ("train_loss", "val_bpc", "val_loss", "elapsed", "lr")
+    if any(rec.get(k) is not None and type(rec[k]) not in (int, float) for k in numbers):
+        return None
+    return rec
+
+
+def read_metrics(run: Path, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Every whole, well-formed line of metrics.jsonl. A damaged line is skipped; `warn` hears how many were
+    (a last line cut short by a crash is expected, and not reported)."""
+    try:
+        lines = (run / METRICS).read_bytes().decode("utf-8", "surrogateescape").splitlines()
     except OSError:
-        return out
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+        return []
+    out, bad = [], 0
+    for i, line in enumerate(lines):
+        rec = _record(line) if line.strip() else None
+        if rec is not None:
+            out.append(rec)
+        elif line.strip() and i < len(lines) - 1:
+            bad += 1
+    if bad and warn is not None:
+        warn(f"{run / METRICS}: {bad} damaged line(s) skipped")
     return out

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Literal
 
 from charlm.checkpoint.format import META, Checkpoint, read_meta
-from charlm.checkpoint.layout import STEP_GLOB, aside, asides, is_step_dir, set_aside_from
+from charlm.checkpoint.layout import (
+    STEP_GLOB,
+    aside,
+    asides,
+    holds_only_checkpoint_files,
+    is_own_step_name,
+    is_real_dir,
+    is_step_dir,
+    set_aside_from,
+)
 from charlm.errors import CheckpointError, CheckpointNotFoundError
 
 DEFAULT_ROOT = Path("checkpoints")
 Which = Literal["best", "latest"]
+RETRIES = 20
 
 
 def _step_folders(run: Path) -> list[Path]:
@@ -49,9 +60,14 @@ def find_runs(root: Path = DEFAULT_ROOT) -> list[Path]:
     """Run folders under `root`, most recently trained last."""
     runs = []
     for d in root.glob("*/") if root.is_dir() else []:
-        steps = list(d.glob(STEP_GLOB))
-        if steps:
-            runs.append((max(s.stat().st_mtime for s in steps), d))
+        times = []
+        for s in d.glob(STEP_GLOB):
+            try:
+                times.append(s.stat().st_mtime)
+            except OSError:  # pruned while listing: another process's run is saving
+                continue
+        if times:
+            runs.append((max(times), d))
     return [d for _, d in sorted(runs)]
 
 
@@ -102,31 +118,49 @@ def resolve(path: Path | None, which: Which = "best", root: Path = DEFAULT_ROOT)
     """A checkpoint from a run folder, a step folder, a file inside one, or (None) the newest run under `root`."""
     path = _given_folder(path, root)
     if (path / META).exists() or is_step_dir(path):
-        return Checkpoint(path, read_meta(path))
-    ckpts = list_checkpoints(path)
-    if not ckpts:
-        raise _nothing_readable(path)
-    return (best_of(ckpts) if which == "best" else ckpts[-1]) or ckpts[-1]
+        return Checkpoint(path, read_meta(path)).pin()
+    # A run training there may prune the checkpoint picked (or every one listed) before its weights are
+    # opened; then the folder is listed again, and the newer checkpoint that replaced it is found.
+    for _ in range(RETRIES):
+        ckpts = list_checkpoints(path)
+        if ckpts:
+            chosen = (best_of(ckpts) if which == "best" else ckpts[-1]) or ckpts[-1]
+            try:
+                return chosen.pin()
+            except CheckpointError:
+                pass
+        elif not _step_folders(path):
+            break
+        time.sleep(0.01)
+    raise _nothing_readable(path)
 
 
-def _remove(path: Path) -> None:
-    """Delete a checkpoint folder: renamed away first (one atomic step), so no half-deleted one keeps its name."""
+def _removable(path: Path) -> bool:
+    """Only a folder charlm wrote: its own name, a real folder (not a link), nothing in it but checkpoint files."""
+    name_ok = is_own_step_name(path.name) or path.name.startswith(".old-")  # .old-: checked by asides()
+    return name_ok and is_real_dir(path) and holds_only_checkpoint_files(path)
+
+
+def _remove(path: Path) -> bool:
+    """Delete a checkpoint folder: renamed away first (one atomic step), so no half-deleted one keeps its name.
+    False, and nothing done, for a folder that is not purely charlm's (see _removable)."""
+    if not _removable(path):
+        return False
     trash = aside(path, "trash")
     try:
         path.rename(trash)
     except OSError:
-        return
+        return False
     shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 def prune(run: Path, keep: int) -> list[Path]:
-    """Delete all but the `keep` newest checkpoints and the best one; returns what was deleted."""
+    """Delete all but the `keep` newest checkpoints and the best one; returns what was deleted. A step folder
+    that holds anything but checkpoint files, or is a symbolic link, is left alone."""
     ckpts = list_checkpoints(run)
     keep_set = {c.path for c in ckpts[-keep:]}
     best = best_of(ckpts)
     if best is not None:
         keep_set.add(best.path)
-    gone = [c.path for c in ckpts if c.path not in keep_set]
-    for p in gone:
-        _remove(p)
-    return gone
+    return [c.path for c in ckpts if c.path not in keep_set and _remove(c.path)]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from charlm import outfile
 from charlm.cli.options import Device, Quiet, SkipUnknown, checkpoint_and_text, load_model, text_option
 from charlm.cli.output import print_json
 from charlm.errors import UsageError
@@ -80,6 +81,9 @@ def explain(
     html_out: Annotated[
         Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page here.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Let --html replace an existing file that charlm did not write.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print per-character records as one JSON object.")] = False,
     max_chars: MaxChars = 20000,
     skip_unknown: SkipUnknown = False,
@@ -92,8 +96,8 @@ def explain(
 
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1 (got {top_k})")
-    if html_out is not None and paths and html_out.resolve() == Path(paths[-1]).resolve():
-        raise UsageError(f"--html {html_out}: that is the text being explained; choose another file")
+    if html_out is not None:  # refused before any work: an existing file not charlm's, the input, a run's files
+        outfile.check_file(html_out, option="--html", kind="html", force=force, inputs=(paths or [])[-1:])
     model, text, what = _explain_input(paths, literal, max_chars, device, quiet)
     traced = gates or unit is not None or html_out is not None
     explained = model.explain(text, top_k=top_k, gates=traced, skip_unknown=skip_unknown, source=what)

@@ -44,22 +44,14 @@ def print_backtest(bt: Any) -> None:
     print("\n".join(lines))
 
 
-def plot_target(path: Path, inputs: list[str]) -> Path:
-    """Where --plot may write: not an input, not inside a run folder, and not over a file charlm did not draw."""
-    from charlm.ui.plot import require_matplotlib, written_by_charlm
+def plot_target(path: Path, inputs: list[str], force: bool = False) -> Path:
+    """Where --plot may write, by the rule every option that writes a file follows (charlm.outfile): not an
+    input, not a run folder's own file, not over a file charlm did not draw."""
+    from charlm import outfile
+    from charlm.ui.plot import require_matplotlib
 
     require_matplotlib()  # before training, not after it
-    resolved = path.resolve()
-    if any(i != STDIN and Path(i).resolve() == resolved for i in inputs):
-        raise UsageError(f"--plot {path}: that is the series being read; choose another file")
-    if any(p.name.startswith("step-") or any(p.glob("step-*/checkpoint.json")) for p in resolved.parents):
-        raise UsageError(f"--plot {path}: inside a run folder, which only charlm's checkpoints may write to")
-    if path.is_dir():
-        raise UsageError(f"--plot {path}: is a folder")
-    if path.exists() and not written_by_charlm(path):
-        raise UsageError(f"--plot {path}: exists and was not drawn by charlm; remove it or choose another name")
-    if not path.parent.is_dir():
-        raise UsageError(f"--plot {path}: no folder {path.parent}")
+    outfile.check_file(path, option="--plot", kind="png", force=force, inputs=[i for i in inputs if i != STDIN])
     return path
 
 
@@ -99,6 +91,9 @@ def forecast(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the forecast as one JSON object.")] = False,
     plot: Annotated[Optional[Path], setting("Also draw the history and the forecast into this PNG.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Let --plot replace an existing file that charlm did not write.")
+    ] = False,
     backtest: Annotated[
         bool, typer.Option("--backtest", help="Hold out the last H values, forecast them, print the scores.")
     ] = False,
@@ -119,7 +114,7 @@ def forecast(
             raise UsageError(f"--from forecasts from a trained run without training; drop {', '.join(extra)}")
     elif series is None and not resume:
         raise UsageError("give a SERIES (a CSV, a TSV, one number per line, or - for stdin), or --from RUN")
-    target = plot_target(plot, [series] if series else []) if plot is not None else None
+    target = plot_target(plot, [series] if series else [], force) if plot is not None else None
     data = read_series(series, column, time_column, fill) if series is not None else None
     if resume and out is None:
         raise UsageError("--resume needs --out RUN: the run folder to continue")
@@ -139,9 +134,11 @@ def forecast(
     except TrainingInterrupted as e:
         raise typer.Exit(143 if e.signal_name == "SIGTERM" else 130) from None
     if target is not None:
+        from charlm import outfile
         from charlm.ui.plot import plot_forecast
 
-        plot_forecast(fc, target)
+        with outfile.replacing(target, option="--plot") as f:  # whole or not at all
+            plot_forecast(fc, f)
         if not quiet:
             say(f"wrote {target}")
     if not quiet and fc.run is not None and from_run is None:

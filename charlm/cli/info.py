@@ -32,11 +32,14 @@ def plot(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="PNG to write, - for stdout. \\[default: RUN/curve.png]")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing file that charlm did not write.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Draw a run's training curve (train and validation bits/char) as a PNG; needs matplotlib."""
     from charlm.ui.plot import plot_run
 
-    written = plot_run(checkpoint, output)
+    written = plot_run(checkpoint, output, force)
     if written is not None and not quiet:
         say(f"wrote {written}")

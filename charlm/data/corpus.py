@@ -16,6 +16,7 @@ without being held in memory.
 from __future__ import annotations
 
 import codecs
+import errno
 import shutil
 import sys
 import tempfile
@@ -55,8 +56,14 @@ def check_head(name: str, head: bytes) -> None:
     """Refuse UTF-16 and binary data from the first bytes of a source."""
     if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise CorpusError(f"{name}: is UTF-16 text, not UTF-8; convert it first (iconv -f UTF-16 -t UTF-8)")
-    if b"\x00" in head[:_BINARY_SNIFF]:
-        raise CorpusError(f"{name}: looks like a binary file (it holds NUL bytes), not UTF-8 text")
+    check_nul(name, head[:_BINARY_SNIFF], 0)
+
+
+def check_nul(name: str, raw: bytes, done: int) -> None:
+    """Refuse a NUL byte anywhere in a source (`raw` starts at byte `done`): the same rule for the whole text."""
+    if (at := raw.find(b"\x00")) >= 0:
+        where = "" if done + at < _BINARY_SNIFF else f" at byte {done + at:,}"
+        raise CorpusError(f"{name}: looks like a binary file (it holds NUL bytes{where}), not UTF-8 text")
 
 
 @dataclass
@@ -120,8 +127,11 @@ class Corpus:
             if source != STDIN:
                 total += Path(source).stat().st_size
                 continue
-            with self._open(source) as f:
-                total += f.seek(0, 2)
+            try:
+                with self._open(source) as f:
+                    total += f.seek(0, 2)
+            except OSError as e:
+                raise CorpusError(f"standard input: cannot read it ({e.strerror or e})") from None
         return total
 
     def pieces(self, group: int = 0) -> Iterator[Piece]:
@@ -140,7 +150,18 @@ class Corpus:
             return
         if self._spool is None:
             self._spool = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)  # noqa: SIM115 (closed by __exit__)
-            shutil.copyfileobj(sys.stdin.buffer, self._spool, CHUNK_BYTES)
+            try:
+                shutil.copyfileobj(sys.stdin.buffer, self._spool, CHUNK_BYTES)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise
+                self._spool.close()  # unnamed: closing it frees what was written
+                self._spool = None
+                raise CorpusError(
+                    f"standard input: no room to keep a copy of it in {tempfile.gettempdir()} "
+                    f"({e.strerror or e}; beyond {SPOOL_MEMORY >> 20} MB it is spooled there); "
+                    "set TMPDIR to a folder with more room, or give the text as a file"
+                ) from None
         self._spool.seek(0)
         yield self._spool
 
@@ -154,6 +175,7 @@ class Corpus:
                 while raw := f.read(CHUNK_BYTES):
                     if not done:
                         check_head(name, raw)
+                    check_nul(name, raw, done)
                     head, lead = lead, b""
                     if raw.isascii() and not decoder.getstate()[0]:
                         piece = Piece(head + raw, None, len(raw))

@@ -16,12 +16,18 @@ Standard input is spooled as it is first read (see charlm.data.corpus.Corpus) an
 for the second pass: encoding it as it streams would need its vocabulary before its end. Its ids are never
 reused; a later run (or a resume) on unchanged files reuses the id file instead of encoding them again.
 
+The cache's stamp holds, for each file, its path, size, modification and change times, inode and a digest of
+its content: the whole file up to 16 MB, beyond that 256 blocks of 64 KB spread over it. The change time moves
+with every write, even one that puts the size and the modification time back, and the digest catches a
+changed text at the same inode and times (a copy restored from elsewhere).
+
 The fingerprint is the SHA-256 of training text + NUL + validation text (first 16 hex digits), hashed as the
 ids are written; a resumed run refuses text whose fingerprint differs, before its id file is replaced.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -36,11 +42,13 @@ import numpy as np
 from tqdm import tqdm
 
 from charlm.data.corpus import STDIN, Corpus, Piece, check_content, check_length, held_out
-from charlm.errors import CorpusError
+from charlm.errors import CharlmError, CorpusError
 from charlm.tokenizer import CharTokenizer
 
-FORMAT = 1
+FORMAT = 2  # 2: the stamp holds each file's inode, change time and sampled digest
 IDS, META = "ids.npy", "ids.json"
+SAMPLE_WHOLE = 16 << 20  # files up to this size are hashed whole for the stamp
+SAMPLE_BLOCKS, SAMPLE_BLOCK = 256, 64 << 10
 _MAX_CP = 0x10FFFF
 
 
@@ -63,6 +71,10 @@ def _hex(digest: Any) -> str:
 
 class CorpusChanged(CorpusError):
     """The text is not the one a resumed run was trained on."""
+
+
+class EncodeError(CharlmError):
+    """The id file could not be written (a full disk, a folder that is not writable)."""
 
 
 @dataclass(frozen=True)
@@ -178,8 +190,12 @@ def _stamp(corpus: Corpus, val_fraction: float) -> dict[str, Any] | None:
         return None
 
     def files(sources: list[str]) -> list[dict[str, Any]]:
-        stats = [(str(Path(s).resolve()), os.stat(s)) for s in sources]
-        return [{"path": p, "size": st.st_size, "mtime_ns": st.st_mtime_ns} for p, st in stats]
+        out = []
+        for s in sources:
+            st = os.stat(s)
+            out.append({"path": str(Path(s).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                        "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "sample": sample_digest(s, st.st_size)})
+        return out
 
     stamp = {"format": FORMAT, "files": files(corpus.groups[0]), "replace_errors": corpus.replace_errors}
     stamp["val_fraction"] = val_fraction
@@ -188,16 +204,63 @@ def _stamp(corpus: Corpus, val_fraction: float) -> dict[str, Any] | None:
     return stamp
 
 
-def _cached(folder: Path, stamp: dict[str, Any] | None) -> dict[str, Any] | None:
-    """ids.json of an id file encoded from the same files with the same options, if there is one."""
-    if stamp is None:
-        return None
+def sample_digest(path: str | Path, size: int) -> str:
+    """A cheap digest of a file's content: all of it up to SAMPLE_WHOLE bytes, else SAMPLE_BLOCKS blocks of
+    SAMPLE_BLOCK bytes spread evenly from its first byte to its last (16 MB of a 1 GB file), and its size."""
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= SAMPLE_WHOLE:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        else:
+            step = (size - SAMPLE_BLOCK) / (SAMPLE_BLOCKS - 1)
+            for i in range(SAMPLE_BLOCKS):
+                f.seek(int(i * step))
+                digest.update(f.read(SAMPLE_BLOCK))
+    return _hex(digest)
+
+
+def _valid_cache(meta: Any, stamp: dict[str, Any]) -> bool:
+    """Whether ids.json is a table of the figures this module writes, for these very files."""
+    if not isinstance(meta, dict) or meta.get("stamp") != stamp:
+        return False
+    chars, val_chars = meta.get("chars"), meta.get("val_chars")
+    if not (type(chars) is int and type(val_chars) is int and 0 <= val_chars <= chars):
+        return False
     try:
-        meta = json.loads((folder / META).read_text())
-        if meta["stamp"] == stamp and len(np.load(folder / IDS, mmap_mode="r")) == meta["chars"]:
-            return meta
-    except (OSError, ValueError, KeyError):
-        pass  # a missing or damaged cache is rebuilt
+        CharTokenizer.from_dict(meta["vocab"])
+        CharTokenizer.from_dict(meta.get("text_vocab") or meta["vocab"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return False
+    return isinstance(meta.get("fingerprint"), str)
+
+
+def _cached(folder: Path, stamp: dict[str, Any] | None, warn: Any = None) -> dict[str, Any] | None:
+    """ids.json of an id file encoded from the same files with the same options, if there is one. It is only
+    a cache: a damaged one (ids.json unreadable or not what this module writes, ids.npy unreadable, of the
+    wrong length, or holding an id outside the vocabulary) is said to be damaged and rebuilt."""
+    if stamp is None or not (folder / META).exists():
+        return None
+    problem = None
+    try:
+        meta = json.loads((folder / META).read_bytes())
+        if not _valid_cache(meta, stamp):
+            if isinstance(meta, dict) and isinstance(meta.get("stamp"), dict) and meta["stamp"] != stamp:
+                return None  # another text or other options: not damage, just not this corpus's ids
+            problem = f"{folder / META} is damaged"
+        else:
+            ids = np.load(folder / IDS, mmap_mode="r")
+            vocab = len(meta["vocab"]["code_points"])
+            if ids.ndim != 1 or len(ids) != meta["chars"] or ids.dtype.kind != "u":
+                problem = f"{folder / IDS} does not match {META}"
+            elif len(ids) and int(ids.max()) >= vocab:
+                problem = f"{folder / IDS} holds ids outside its vocabulary"
+            else:
+                return meta
+    except (OSError, ValueError, EOFError):
+        problem = f"{folder / META} or {folder / IDS} is damaged"
+    if warn is not None and problem:
+        warn(f"{problem}; encoding the corpus again (it is only a cache)")
     return None
 
 
@@ -224,16 +287,35 @@ def _encode(
     corpus: Corpus, folder: Path, enc: EncodedCorpus, meta: dict[str, Any], expect: str | None, progress: bool
 ) -> EncodedCorpus:
     """The second pass into a temporary file, renamed into place only if its fingerprint is the one expected."""
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".ids-{os.getpid()}.npy"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         fp = _write_ids(corpus, enc.tokenizer, tmp, enc.chars, enc.chars - enc.val_chars, progress)
         _expect(fp, expect)  # refused before the run's own id file is replaced
+        (folder / META).unlink(missing_ok=True)  # no stale description of a replaced id file, even for a moment
         os.replace(tmp, enc.path)  # whole or absent: a killed encode never leaves a short id file
+        _write_small(folder / META, json.dumps({**meta, "fingerprint": fp}))
+    except OSError as e:
+        raise EncodeError(
+            f"could not write the corpus's ids into {folder}: {e.strerror or e}"
+            + ("; the disk is full (the half-written file was removed)" if e.errno == errno.ENOSPC else "")
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
-    (folder / META).write_text(json.dumps({**meta, "fingerprint": fp}))
     return replace(enc, fingerprint=fp)
+
+
+def _write_small(path: Path, text: str) -> None:
+    """A small file written whole or not at all."""
+    tmp = path.with_name(f".{path.name}-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def encode_corpus(
@@ -249,6 +331,7 @@ def encode_corpus(
     vocab: CharTokenizer | None = None,
     expect: str | None = None,
     write: bool = True,
+    warn: Any = None,
 ) -> EncodedCorpus | None:
     """The corpus's ids as a memory-mapped file in `folder`, encoding the sources only when no cache matches.
 
@@ -259,7 +342,7 @@ def encode_corpus(
     """
     with Corpus(sources, val, replace_errors) as corpus:
         stamp = _stamp(corpus, val_fraction)
-        cached = _cached(folder, stamp)
+        cached = _cached(folder, stamp, warn if write else None)
         chars, val_chars, text_chars = _figures(corpus, cached, val_fraction, progress)
         check_length(corpus.name(), chars - val_chars, seq_len, batch_size, " for training")
         tok = CharTokenizer([*text_chars, *(vocab.chars if vocab else [])])

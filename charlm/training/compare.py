@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from charlm import checkpoint as ckpt_io
+from charlm.checkpoint.manifest import folder_problem
 from charlm.config import CELLS, ModelConfig
 from charlm.errors import UsageError, param
 from charlm.model import count_params
@@ -78,7 +79,7 @@ def time_to_reach(metrics: list[dict[str, Any]], target: float | None) -> float 
         return None
     for m in metrics:
         v = m.get("val_bpc")
-        if v is not None and math.isfinite(v) and v <= target + 1e-12:
+        if v is not None and math.isfinite(v) and v <= target + 1e-12 and m.get("elapsed") is not None:
             return float(m["elapsed"])
     return None
 
@@ -98,6 +99,9 @@ def check_parent(parent: Path, cells: list[str]) -> None:
         )
     if parent.exists() and not parent.is_dir():
         raise UsageError(f"{param('out')} {parent}: is a file, not a folder")
+    problems = [p for c in cells if (p := folder_problem(parent / c)) is not None]
+    if problems:  # a cell's folder that is the user's: refused before the first cell trains
+        raise UsageError(problems[0])
 
 
 TrainOne = Callable[[str, dict[str, Any], Path], Any]  # (cell, settings, run folder) -> TrainResult

@@ -9,15 +9,17 @@ torchrun rank 0 makes it and sends it to the other ranks (charlm.training.run).
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from charlm import checkpoint as ckpt_io
+from charlm.checkpoint.manifest import folder_problem
 from charlm.config import ModelConfig, TrainConfig, parse_duration
 from charlm.data.corpus import STDIN
 from charlm.data.encode import CorpusChanged, EncodedCorpus, encode_corpus
-from charlm.errors import CheckpointError, CorpusError, UsageError, param
+from charlm.errors import CharlmError, CheckpointError, CorpusError, UsageError, param
 from charlm.tokenizer import CharTokenizer
 from charlm.training.auto import configure
 from charlm.training.trainer import OnEvent, warn
@@ -106,8 +108,8 @@ def _check_out(req: TrainRequest, problems: list[str]) -> Path:
             return ckpt_io.DEFAULT_ROOT / "stdin"
         out = runs[-1]
     out = out if out is not None else default_out(req.corpus, fresh=not req.resume)
-    if out.exists() and not out.is_dir():
-        problems.append(f"{param('out')} {out}: is a file, not a folder")
+    if (why := folder_problem(out)) is not None:  # new, empty, or a charlm run folder: never a user's folder
+        problems.append(why)
     elif ckpt_io.is_locked(out):
         problems.append(
             f"{param('out')} {out}: another charlm train is writing to this run folder; "
@@ -134,16 +136,22 @@ def _resume(
     if not req.resume or problems:
         return None, req, cfg
     ck = ckpt_io.resolve(out, "latest")
-    old = ck.train_config
+    lacking = [k for k in ("data", "optimizer") if k not in ck.meta]
+    lacking += ["data.offset"] if "data" in ck.meta and "offset" not in ck.meta["data"] else []
+    if lacking:
+        problems.append(f"--resume: {ck.path / ckpt_io.META} lacks what a resume needs ({', '.join(lacking)})")
+        return None, req, cfg
+    old, old_model = ck.train_config, ck.model_config
     if req.val is None and ck.meta["data"].get("val_source"):
         req = replace(req, val=ck.meta["data"]["val_source"])
-    ignored = [
-        k
+    fixed = [
+        f"{param(k)} (the run's is {getattr(old_model if k in MODEL_KEYS else old, k)!r})"
         for k, v in req.overrides.items()
-        if k not in RESUMABLE_KEYS and v != getattr(old, k, v) and k not in MODEL_KEYS
+        if k not in RESUMABLE_KEYS and v != getattr(old_model if k in MODEL_KEYS else old, k, v)
     ]
-    if ignored:
-        problems.append(f"{param('resume')} keeps the run's settings; these cannot change: {', '.join(ignored)}")
+    if fixed:
+        fixed_list = ", ".join(fixed)
+        problems.append(f"{param('resume')} keeps the run's model and settings; these cannot change: {fixed_list}")
     # the values as _configs read them (a --max-time of "4s" is seconds by now)
     cfg = replace(old, **{k: getattr(cfg, k) for k in req.overrides if k in RESUMABLE_KEYS})
     problems += cfg.problems()
@@ -185,6 +193,7 @@ def _encode(
             vocab=known.tokenizer if known is not None else None,
             expect=expect,
             write=not problems,
+            warn=lambda message: warn(on_event, message),
         )
     except CorpusChanged:
         problems.append(
@@ -196,13 +205,39 @@ def _encode(
     return None
 
 
-def plan_run(req: TrainRequest, on_event: OnEvent | None = None, world_size: int = 1) -> RunPlan:
-    """Check the request as a whole and encode its corpus; raises UsageError listing every problem."""
+def plan_run(
+    req: TrainRequest, on_event: OnEvent | None = None, world_size: int = 1, hold: ExitStack | None = None
+) -> RunPlan:
+    """Check the request as a whole, lock the run folder, and encode its corpus; raises UsageError listing
+    every problem. The lock is taken before anything is written into the run folder; with `hold` it stays
+    held (by that stack) after the plan is made, else it is released when the plan is returned."""
+    with ExitStack() as own:
+        return _plan(req, on_event, world_size, hold if hold is not None else own)
+
+
+def _lock(out: Path, req: TrainRequest, hold: ExitStack, problems: list[str]) -> ckpt_io.RunLock | None:
+    """Take the run lock (it creates and marks the folder), then check again what only the holder can be sure
+    of: that another run did not just start there."""
+    lock = ckpt_io.RunLock(out)
+    try:
+        hold.enter_context(lock)
+    except CharlmError as e:
+        problems += getattr(e, "problems", [e.problem])
+        return None
+    if not req.resume and ckpt_io.list_checkpoints(out):
+        problems.append(f"--out {out}: already holds a run; add --resume to continue it, or choose another --out")
+    return lock
+
+
+def _plan(req: TrainRequest, on_event: OnEvent | None, world_size: int, hold: ExitStack) -> RunPlan:
     problems: list[str] = []
     model_over, cfg = _configs(req, problems)
     if req.resume and req.init_from:
         problems.append(f"{param('resume')} and {param('init_from')} cannot be used together")
     out = _check_out(req, problems)
+    # A resumed run is locked before its checkpoint is read: taking the lock clears what a killed run left
+    # half done (a checkpoint set aside by a re-save is put back), so the checkpoint read is the one that stays.
+    lock = _lock(out, req, hold, problems) if req.resume and not problems else None
     resume_ck, req, cfg = _resume(req, out, cfg, problems)
     init_ck = _init_from(req, problems)
     corpus = req.corpus or (resume_ck.meta["data"].get("sources", []) if resume_ck else [])
@@ -213,8 +248,17 @@ def plan_run(req: TrainRequest, on_event: OnEvent | None = None, world_size: int
             f"{param('batch_size')} {cfg.batch_size} (the global number of streams) cannot be split evenly across "
             f"{world_size} processes; use a multiple of {world_size}"
         )
-    enc = _encode(req, out, corpus, cfg, resume_ck or init_ck, on_event, problems) if corpus else None
+    if lock is None and corpus and not problems:
+        lock = _lock(out, req, hold, problems)
+    try:
+        enc = _encode(req, out, corpus, cfg, resume_ck or init_ck, on_event, problems) if corpus else None
+    except CharlmError:  # the id file could not be written (a full disk): it is gone again, and so is the lock
+        if lock is not None:
+            lock.discard()
+        raise
     if problems:
+        if lock is not None:
+            lock.discard()  # refused after all: leave no empty run folder behind
         raise UsageError(problems)
     assert enc is not None
     info = {

@@ -13,13 +13,15 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Literal
 
 import torch
 
 from charlm import checkpoint as ckpt_io
+from charlm.checkpoint.schema import expected_shapes
+from charlm.config import ModelConfig
 from charlm.errors import CharlmError, UsageError, param
 from charlm.tokenizer import CharTokenizer
 from charlm.training import distributed
@@ -53,12 +55,11 @@ def train(
         req = replace(req, resume=True)  # torchrun restarted the workers after a fault: continue the run
         warn(on_event, f"restart {rank.restart}: resuming from the last checkpoint in {req.out}")
     trainer = None
-    with distributed.process_group(rank, device, backend or "auto"):
+    with distributed.process_group(rank, device, backend or "auto"), ExitStack() as lock:
         try:
-            trainer = prepare(req, on_event, rank)
-            distributed.barrier()  # every rank has checked the run folder before rank 0 locks it
-            lock = ckpt_io.RunLock(trainer.run) if rank.is_main else nullcontext()
-            with lock, stop_on_signals(trainer, second_interrupt), stop_when_set(trainer, stop):
+            trainer = prepare(req, on_event, rank, lock)  # rank 0 locks the run folder before writing in it
+            distributed.barrier()
+            with stop_on_signals(trainer, second_interrupt), stop_when_set(trainer, stop):
                 result = trainer.fit()
             distributed.barrier()
             return result
@@ -67,15 +68,18 @@ def train(
                 trainer.net = trainer.model  # release DDP (and its hold on the process group) before the group ends
 
 
-def prepare(req: TrainRequest, on_event: OnEvent | None = None, rank: RankInfo | None = None) -> Trainer:
+def prepare(
+    req: TrainRequest, on_event: OnEvent | None = None, rank: RankInfo | None = None, hold: ExitStack | None = None
+) -> Trainer:
     """Check the request and build this process's Trainer; raises UsageError listing every problem.
 
-    Rank 0 checks and encodes the corpus while the others wait; they then build theirs from its plan."""
+    Rank 0 checks and encodes the corpus while the others wait; they then build theirs from its plan. With
+    `hold`, rank 0's run lock stays held by that stack (else it is released once the corpus is encoded)."""
     rank = rank or RankInfo()
     plan, failure = None, None
     if rank.is_main:
         try:
-            plan = plan_run(req, on_event, rank.world_size)
+            plan = plan_run(req, on_event, rank.world_size, hold)
         except CharlmError as e:
             failure = e
     plan = distributed.broadcast_object(plan)  # rank 0's plan on every rank, or None if it failed
@@ -90,15 +94,26 @@ def build(plan: RunPlan, on_event: OnEvent | None = None, rank: RankInfo | None 
     data = TrainData(tok, plan.corpus.train_ids, plan.corpus.val_ids, plan.info)
     weights = None
     if plan.init_from is not None:
-        weights = ckpt_io.read_tensors(plan.init_from.path)
-        if plan.init_from.tokenizer.vocab_size != tok.vocab_size:
-            weights = remap_vocab(weights, plan.init_from.tokenizer, tok)
+        weights = init_weights(plan.init_from, tok, plan.model)
     try:
         trainer = Trainer(plan.run, plan.model, plan.train, data, on_event, plan.resume_from, weights, rank)
     except (RuntimeError, KeyError) as e:
-        raise CharlmError(f"cannot start training: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharlmError(f"cannot start training: {first}") from None
     trainer.auto = plan.auto
     return trainer
+
+
+def init_weights(ck: ckpt_io.Checkpoint, tok: CharTokenizer, model: ModelConfig) -> dict[str, torch.Tensor]:
+    """The weights a fine-tuning run starts from: the checkpoint's (checked against its own config as they are
+    read), their vocabulary rows remapped to `tok`, then checked against the model about to be built."""
+    weights = ckpt_io.read_tensors(ck)
+    if ck.tokenizer.vocab_size != tok.vocab_size:
+        weights = remap_vocab(weights, ck.tokenizer, tok)
+    ckpt_io.check_fits(
+        ck.path / ckpt_io.WEIGHTS, weights, expected_shapes(model.to_dict()), "the model this run trains (--init-from)"
+    )
+    return weights
 
 
 def remap_vocab(weights: dict[str, torch.Tensor], old: CharTokenizer, new: CharTokenizer) -> dict[str, torch.Tensor]:

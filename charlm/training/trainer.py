@@ -107,7 +107,10 @@ class Trainer:
         return meta
 
     def _restore(self, ck: ckpt_io.Checkpoint) -> None:
-        t = ckpt_io.read_tensors(ck.path, ckpt_io.STATE)
+        t = ckpt_io.read_tensors(ck, ckpt_io.STATE)
+        hidden_shape = (self.model.state_layers, self.cfg.batch_size, self.model.config.hidden)
+        trained = None if self.ema is None else {TRAINED + k: v for k, v in self.model.state_dict().items()}
+        state.check_state(t, self.opt, ck, hidden_shape, trained)  # before any of it reaches the model or optimizer
         if self.ema is None:
             ckpt_io.load_weights(ck, self.model)
         else:  # the saved model is the average; the weights being trained are in the state file
@@ -125,7 +128,7 @@ class Trainer:
             self.plateau.patience = max(self.cfg.patience, 1)  # --patience may change on resume
         self.auto = meta.get("auto")
         self.best_val_bpc = meta.get("best_val_bpc")
-        self.streams.offset = int(meta["data"]["offset"])
+        self.streams.offset = state.stream_offset(meta, self.streams.stream_len, self.cfg.seq_len, ck)
         saved = int(meta.get("distributed", {}).get("world_size", 1))  # how many processes wrote it
         if not state.restore_rng(t, self.device, self.rank, saved):
             self._seed_rank()

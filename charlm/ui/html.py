@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm.errors import CharlmError, param
+from charlm import outfile
+from charlm.errors import param
 from charlm.interpret.explain import LABELS, Explanation, LayerTrace
 from charlm.ui.explain_view import MAX_BITS
 
@@ -153,7 +154,8 @@ def render(ex: Explanation, title: str = "charlm explain", unit: tuple[int, int]
     body = "".join(_span(i, c, b) for i, (c, b) in enumerate(zip(data["chars"], data["bits"], strict=True)))
     script = f"<script>{_SCRIPT}</script>"
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{outfile.HTML_MARK}'
+        f"<title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{bpc}. Redder means more surprising; "
         f"hover over a character for the model's guesses and its units' values.</p>{_controls(data)}"
         f'<div id="text">{body}</div><div id="tip"></div>'
@@ -162,7 +164,5 @@ def render(ex: Explanation, title: str = "charlm explain", unit: tuple[int, int]
 
 
 def write(path: Path, page: str) -> None:
-    try:
-        path.write_text(page, encoding="utf-8")
-    except OSError as e:
-        raise CharlmError(f"{param('html')} {path}: cannot write it ({e.strerror or e})") from None
+    """Write the page whole (charlm.outfile: a temporary file renamed over the target); check_file first."""
+    outfile.write_file(path, page, option=param("html"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from charlm import checkpoint as ckpt_io
@@ -11,7 +12,8 @@ from charlm.ui.charts import curves, metric_series
 from charlm.ui.console import escape_controls
 
 
-def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
+def describe(ck: ckpt_io.Checkpoint, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What `info` shows; `warn` hears of damaged lines in the run's metrics.jsonl."""
     if ck.kind == "forecaster":
         from charlm.ui.forecast import describe_forecaster
 
@@ -33,7 +35,7 @@ def describe(ck: ckpt_io.Checkpoint) -> dict[str, Any]:
         "latest_checkpoint": str(ckpts[-1].path) if ckpts else None,
         "training": t.to_dict(),
         "data": meta.get("data", {}),
-        "metrics": ckpt_io.read_metrics(run),
+        "metrics": ckpt_io.read_metrics(run, warn),
         "charlm_version": meta.get("charlm_version"),
         "auto": meta.get("auto"),
     }

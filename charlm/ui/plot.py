@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from charlm import __version__
 from charlm import checkpoint as ckpt_io
+from charlm import outfile
 from charlm.errors import CharlmError
 from charlm.ui.charts import metric_points
 
@@ -45,7 +45,8 @@ def compared_runs(parent: Path) -> dict[str, list[tuple[float, float]]]:
     curves = {}
     for run in sorted(p for p in parent.iterdir() if p.is_dir() and ckpt_io.list_checkpoints(p)):
         metrics = ckpt_io.read_metrics(run)
-        curves[run.name] = [(m["elapsed"], m["val_bpc"]) for m in metrics if m.get("val_bpc") is not None]
+        timed = [m for m in metrics if m.get("val_bpc") is not None and m.get("elapsed") is not None]
+        curves[run.name] = [(m["elapsed"], m["val_bpc"]) for m in timed]
     return curves
 
 
@@ -69,35 +70,34 @@ def _draw(series: dict[str, list[tuple[Any, float]]], out: Path | BinaryIO, titl
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, format="png")
+    fig.savefig(out, format="png", metadata={"Software": outfile.PNG_SOFTWARE})  # how charlm knows its own PNG
     plt.close(fig)
 
 
-def plot_run(checkpoint: Path | None, output: Path | None) -> Path | None:
+def plot_run(checkpoint: Path | None, output: Path | None, force: bool = False) -> Path | None:
     """Plot the run holding `checkpoint` (or every run in a `charlm compare` folder) to `output` (default
-    RUN/curve.png; "-" is stdout); the file written."""
+    RUN/curve.png; "-" is stdout); the file written. An existing file is replaced only as charlm.outfile allows."""
     parent = checkpoint is not None and checkpoint.is_dir() and not ckpt_io.list_checkpoints(checkpoint)
     if parent and compared_runs(checkpoint):
-        return _write(lambda out: plot_compared(checkpoint, out), output or checkpoint / "curve.png")
+        return _write(lambda out: plot_compared(checkpoint, out), output or checkpoint / "curve.png", force)
     ck = ckpt_io.resolve(checkpoint, "best")
     run = ck.path.parent
     if ck.kind != "lm":
         draw = f"charlm forecast --from {run} --plot FILE.png"
         raise CharlmError(f"{run}: a {ck.kind}'s run, without a training curve; draw its forecast with: {draw}")
     metrics = ckpt_io.read_metrics(run)
-    return _write(lambda out: plot_metrics(metrics, out, title=run.name), output or run / "curve.png")
+    return _write(lambda out: plot_metrics(metrics, out, title=run.name), output or run / "curve.png", force)
 
 
-def _write(draw: Callable[[Path | BinaryIO], None], target: Path) -> Path | None:
+def _write(draw: Callable[[Path | BinaryIO], None], target: Path, force: bool) -> Path | None:
     if str(target) == "-":
         draw(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return None
-    draw(target)
+    outfile.check_file(target, option="--output", kind="png", force=force)
+    with outfile.replacing(target, option="--output") as f:
+        draw(f)
     return target
-
-
-PNG_SOFTWARE = f"charlm {__version__}"
 
 
 def plot_forecast(fc: Any, out: Path | BinaryIO, title: str = "") -> None:
@@ -125,14 +125,5 @@ def plot_forecast(fc: Any, out: Path | BinaryIO, title: str = "") -> None:
     ax.legend()
     fig.autofmt_xdate() if times is not None else None
     fig.tight_layout()
-    fig.savefig(out, format="png", metadata={"Software": PNG_SOFTWARE})
+    fig.savefig(out, format="png", metadata={"Software": outfile.PNG_SOFTWARE})
     plt.close(fig)
-
-
-def written_by_charlm(path: Path) -> bool:
-    """Whether `path` is a PNG that charlm drew (its Software text chunk names charlm)."""
-    try:
-        head = path.read_bytes()[:4096]
-    except OSError:
-        return False
-    return head.startswith(b"\x89PNG") and b"Software\x00charlm" in head

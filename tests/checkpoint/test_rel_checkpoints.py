@@ -98,9 +98,11 @@ DAMAGE = {
     "json-wrong-type": (
         lambda s: edit_meta(s, lambda m: m["model"].update(hidden="big")),
         ckpt_io.META,
-        "a field has a wrong value",
+        "model.hidden must be a whole number",
     ),
-    "json-not-a-table": (lambda s: edit_meta(s, lambda m: m.update(model=[1, 2])), ckpt_io.META, "wrong value"),
+    "json-not-a-table": (
+        lambda s: edit_meta(s, lambda m: m.update(model=[1, 2])), ckpt_io.META, "model must be a table"
+    ),
     "vocabulary-does-not-fit": (
         lambda s: edit_meta(s, lambda m: m["vocab"]["code_points"].pop()),
         ckpt_io.META,

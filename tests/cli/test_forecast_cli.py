@@ -100,9 +100,9 @@ def test_plot_draws_a_png_and_refuses_to_overwrite_other_files(monkeypatch, caps
     assert code == 0, err  # its own picture may be drawn again
     Path("notes.png").write_text("mine")
     refusals = (
-        ("notes.png", "was not drawn by charlm"),
-        ("sales.csv", "the series being read"),
-        ("x/f.png", "inside a run folder"),
+        ("notes.png", "is not a PNG image charlm wrote"),
+        ("sales.csv", "the input being read"),
+        ("x/f.png", "is inside the run folder"),
     )
     for target, says in refusals:
         code, out, err = cli(monkeypatch, capsys, "forecast", "sales.csv", "--plot", target, *QUICK)

@@ -297,7 +297,7 @@ def test_cli_explain_unit_and_usage_errors(run, tmp_path) -> None:
         (["--text", "to be", "--at", "0"], "--at must be in 1..4"),
         (["--text", "to be", "--layer", "2", "--unit", "0"], "--layer must be in 0..1"),
         ([str(tmp_path / "missing.txt")], "no such file"),
-        (["--text", "to be", "--html", str(tmp_path / "no" / "p.html")], "cannot write it"),
+        (["--text", "to be", "--html", str(tmp_path / "no" / "p.html")], "there is no folder"),
         (["--text", "zzz~"], "never saw"),
     ]:
         res = invoke("explain", str(run), *args, "-q")
