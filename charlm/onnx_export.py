@@ -35,9 +35,9 @@ import numpy as np
 
 from charlm import __version__
 from charlm.checkpoint import WEIGHTS, Checkpoint
-from charlm.checkpoint.layout import is_step_dir
-from charlm.errors import CharlmError, MissingExtraError, UsageError
+from charlm.errors import CharlmError, MissingExtraError
 from charlm.model import BLOCKS, CELL_NAMES
+from charlm.outfile import check_dir
 from charlm.tokenizer import CharTokenizer
 
 if TYPE_CHECKING:
@@ -369,25 +369,9 @@ def charlm_logits(model: CharLM, ids: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def check_out_dir(out: Path, force: bool) -> None:
-    """Refuse a DIR that cannot take an export: a file, a folder with anything in it (unless `force`, which
-    replaces only charlm's three files), a folder inside a run folder, or one that cannot be written."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a folder")
-    for folder in [out, *out.resolve().parents]:
-        if folder.is_dir() and (is_step_dir(folder) or any(folder.glob("step-*/checkpoint.json"))):
-            raise UsageError(f"{out}: inside the run folder {folder}; export somewhere else")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(
-            f"{out}: already exists and is not empty; use --force to replace the export files in it "
-            f"({', '.join(FILES)}; nothing else in it is touched)"
-        )
-    existing = next(p for p in [out, *out.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        raise UsageError(f"{out}: cannot be created ({existing} is a file)")
-    try:  # whether a file can be made there, tried (permissions alone do not say: a read-only disk, root)
-        tempfile.TemporaryDirectory(prefix=".charlm-probe-", dir=existing).cleanup()
-    except OSError as e:
-        raise UsageError(f"{out}: cannot write there ({existing}: {e.strerror or e})") from None
+    """Refuse a DIR that cannot take an export, by the rule every option that writes a folder follows
+    (charlm.outfile.check_dir); with `force` only charlm's three files are replaced in an existing one."""
+    check_dir(out, option="--out", force=force)
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,16 +136,22 @@ def check_file(
 
 def check_dir(path: Path, *, option: str, force: bool = False, inputs: Sequence[Path | str] = ()) -> None:
     """The rule for an option that writes a folder: new or empty, or (with force) an existing folder whose
-    other files charlm leaves alone; never a file, a run folder or a folder inside one's checkpoints."""
+    other files charlm leaves alone; never a file, a run folder or its own files, nor (without force) a folder
+    inside a run folder; and one that can really be created and written (tried: permissions alone do not say,
+    on a read-only disk or as root)."""
     where = f"{option} {path}"
     if os.path.lexists(path) and not path.is_dir():
-        raise UsageError(f"{where}: is a file, not a folder")
+        raise UsageError(f"{where}: exists and is not a folder")
     if path.is_symlink() and not force:
         raise UsageError(f"{where}: is a symbolic link (to {os.readlink(path)}); add --force to write into it")
     absolute = Path(os.path.abspath(path))
     run = run_folder_of(absolute)
-    if run is not None and (run == absolute or _run_internal(absolute / "x", "file") is not None):
-        raise UsageError(f"{where}: is the run folder {run} or inside its own files; choose a folder outside it")
+    if run == absolute:
+        raise UsageError(f"{where}: is the run folder {run}; choose a folder outside it")
+    if run is not None and _run_internal(absolute / "x", "file") is not None:
+        raise UsageError(f"{where}: is inside the run folder {run}, among its own files; choose a folder outside it")
+    if run is not None and not force:
+        raise UsageError(f"{where}: is inside the run folder {run}; choose a folder outside it, or add --force")
     for source in inputs:
         if str(source) != "-" and Path(os.path.abspath(source)).parent == absolute and not force:
             raise UsageError(f"{where}: holds {source}, the input being read; choose another folder")
@@ -154,6 +161,13 @@ def check_dir(path: Path, *, option: str, force: bool = False, inputs: Sequence[
             f"{where}: is not empty (it holds {shown}...); choose a new or empty folder, or add --force to add "
             "charlm's files to it (nothing else in it is touched)"
         )
+    existing = next(p for p in [absolute, *absolute.parents] if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{where}: cannot be created ({existing} is a file)")
+    try:
+        tempfile.TemporaryDirectory(prefix=".charlm-probe-", dir=existing).cleanup()
+    except OSError as e:
+        raise UsageError(f"{where}: cannot write there ({existing}: {e.strerror or e})") from None
 
 
 @contextmanager

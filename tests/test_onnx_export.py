@@ -247,7 +247,7 @@ def test_export_from_python_takes_paths_and_raises_typed_errors(save_model) -> N
     result = export(None, "exp")  # the newest run under ./checkpoints
     assert result.out == Path("exp") and Path(result.config["checkpoint"]["path"]).parent.name == "mine"
     assert result.sizes[MODEL] == (Path("exp") / MODEL).stat().st_size and result.int8_bytes is None
-    with pytest.raises(UsageError, match="already exists"):
+    with pytest.raises(UsageError, match="is not empty"):
         export("checkpoints/mine", Path("exp"))
     assert export("checkpoints/mine", "exp", force=True).out == Path("exp")
     with pytest.raises(CheckpointNotFoundError):

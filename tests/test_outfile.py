@@ -142,7 +142,7 @@ def test_folders_for_exports(tmp_path: Path, tiny_run: Path) -> None:
         outfile.check_dir(tmp_path / "full", option="--out")
     outfile.check_dir(tmp_path / "full", option="--out", force=True)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UsageError, match="is a file"):
+    with pytest.raises(UsageError, match="exists and is not a folder"):
         outfile.check_dir(tmp_path / "file", option="--out", force=True)
     for inside in (tiny_run, redteam.steps(tiny_run)[-1], tiny_run / "data"):
         with pytest.raises(UsageError, match="run folder"):

@@ -68,9 +68,9 @@ def test_int8_json_summary_with_a_text(monkeypatch, capsys, run: Path) -> None:
 def test_an_existing_folder_is_refused_and_its_files_are_untouched(monkeypatch, capsys, run: Path) -> None:
     Path("exp").mkdir()
     Path("exp/notes.txt").write_text("mine")
-    refused(monkeypatch, capsys, "export", str(run), "--out", "exp", says="exp: already exists and is not empty")
+    refused(monkeypatch, capsys, "export", str(run), "--out", "exp", says="exp: is not empty")
     Path("exp/model.onnx").write_text("my own model")  # even under a name the export uses
-    refused(monkeypatch, capsys, "export", str(run), "--out", "exp", says="use --force")
+    refused(monkeypatch, capsys, "export", str(run), "--out", "exp", says="add --force")
     assert Path("exp/model.onnx").read_text() == "my own model"
 
 
