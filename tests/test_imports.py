@@ -18,7 +18,8 @@ LAYERS = [
     {"config", "tokenizer", "device"},
     {"model", "data"},
     {"checkpoint"},
-    {"inference", "interpret", "onnx_export", "outfile"},
+    {"outfile"},  # the one rule for options that write files: it knows run folders
+    {"inference", "interpret", "onnx_export"},
     {"training"},
     {"series"},  # the forecaster trains with training's hooks; ui describes its runs
     {"ui"},

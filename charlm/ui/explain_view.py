@@ -18,6 +18,7 @@ from charlm.interpret.explain import Explanation, surprising_spans
 from charlm.interpret.units import UnitScore
 from charlm.tokenizer import describe_char
 from charlm.ui.console import SafeConsole, escape_controls
+from charlm.ui.console import text as user_text
 
 MAX_BITS = 8.0  # surprisal shown at full colour, here and in the HTML page
 
@@ -123,16 +124,18 @@ def units_table(found: dict[str, list[UnitScore] | str]) -> Table:
     states = {s.state for v in found.values() if not isinstance(v, str) for s in v} - {"h"}
     what = "h; |corr| ranks them" if not states else "h, and the cell state c; |corr| ranks each"
     table = Table(title=f"units that track features of the text ({what})", title_justify="left")
+    # a feature's name is escaped before the table measures it, or an escape would overflow its column
     cols = ("feature", "layer", "unit", *(["state"] if states else []), "corr", "balanced acc.")
     for col in cols:
         table.add_column(col, justify="left" if col == "feature" else "right")
     for name, scores in found.items():
         if isinstance(scores, str):
-            table.add_row(name, *["-"] * (len(cols) - 2), scores)
+            table.add_row(user_text(name, keep=""), *["-"] * (len(cols) - 2), user_text(scores, keep=""))
             continue
         for i, s in enumerate(scores):
             acc = "-" if s.balanced_accuracy is None else f"{s.balanced_accuracy:.3f}"
             state = [s.state] if states else []
-            table.add_row(name if i == 0 else "", str(s.layer), str(s.unit), *state, f"{s.corr:+.3f}", acc)
+            shown = user_text(name, keep="") if i == 0 else ""
+            table.add_row(shown, str(s.layer), str(s.unit), *state, f"{s.corr:+.3f}", acc)
         table.add_section()
     return table
