@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import json
 import math
 import os
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 from charlm import checkpoint as ckpt_io
+from charlm.checkpoint.schema import expected_shapes
 from charlm.config import ModelConfig, TrainConfig
 from charlm.errors import CharlmError, CheckpointError, TrainingInterrupted, UsageError, param
 from charlm.inference.scores import Score
@@ -143,15 +143,9 @@ class Explained:
 
 
 def _count_params(ck: ckpt_io.Checkpoint) -> int:
-    """The parameters in the checkpoint's weights file, from its header alone (no torch, no weights read)."""
-    try:
-        with open(ck.path / ckpt_io.WEIGHTS, "rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
-    except (OSError, ValueError, KeyError, TypeError):
-        from charlm.model import count_params
-
-        return count_params(ck.model_config)
+    """The parameters of the checkpoint's model, from the tensor shapes its config names (without torch); the
+    weight file's header was held to exactly these shapes when the checkpoint was read."""
+    return sum(math.prod(shape) for shape in expected_shapes(ck.meta["model"]).values())
 
 
 class Model:
