@@ -342,9 +342,10 @@ class _Group:
             if job.top_k is not None or job.top_p is not None and job.top_p < 1:
                 self.filters.setdefault((job.top_k, job.top_p), []).append(i)
 
-    def add(self, step: Stepper, rows: list[_Row], x: np.ndarray) -> None:
+    def add(self, steps: list[Stepper], rows: list[_Row], x: np.ndarray) -> None:
+        """Rows joining the group (their steppers in order, rows and first inputs matching): one new step."""
         vocab, before = self.served.backend.vocab, len(self.rows)
-        self.step = self.served.backend.join([self.step, step])  # type: ignore[assignment]
+        self.step = self.served.backend.join([self.step, *steps])  # type: ignore[assignment]
         self.rows, self.x = self.rows + rows, np.concatenate([self.x, x])
         self.noise = np.concatenate([self.noise, np.zeros((len(rows), CHUNK, vocab), np.float32)])
         self._draw(range(before, len(self.rows)))  # fresh draws, used from the group's place in the chunk on
@@ -399,7 +400,7 @@ class Engine:
         self.served, self.max_rows, self.max_queue = served, max_rows, max_queue
         self.stats = Stats()
         self._waiting: deque[Ticket] = deque()
-        self._priming: list[tuple[Ticket, Stepper, int]] = []  # (ticket, stepper, prime characters read)
+        self._priming: list[tuple[Ticket, Stepper | None, int]] = []  # (ticket, stepper, prime characters read)
         self._groups: list[_Group] = []
         self._lock = threading.Condition()
         self._stop = False
@@ -483,7 +484,9 @@ class Engine:
                 t.open = 0
                 self._flush(t, force=True)
                 continue
-            self._priming.append((t, t.served.backend.begin(t.job.n), 0))
+            # a prime of one character has nothing to read first: its rows start from the zero state, made for
+            # all such requests of the round at once as they join
+            self._priming.append((t, t.served.backend.begin(t.job.n) if len(t.prime) > 1 else None, 0))
         self._prime()
         self._room, self._seen = self._rows_in_flight() < self.max_rows, len(self._waiting)
         ids_by_group = []
@@ -502,36 +505,58 @@ class Engine:
         self._tidy()
 
     def _prime(self) -> None:
-        still = []
+        still, ready = [], []
         for t, step, done in self._priming:
             if t.cancelled:
                 self._finish_ticket(t)
                 continue
-            body = t.prime[:-1]  # the last prime character is the first step's input
-            upto = min(len(body), done + PRIME_SLICE)
-            t.served.backend.feed(step, body[done:upto])
-            if upto < len(body):
-                still.append((t, step, upto))
-                continue
-            self._join(t, step)
+            if step is not None:
+                body = t.prime[:-1]  # the last prime character is the first step's input
+                upto = min(len(body), done + PRIME_SLICE)
+                t.served.backend.feed(step, body[done:upto])
+                if upto < len(body):
+                    still.append((t, step, upto))
+                    continue
+            ready.append((t, step))
         self._priming = still
+        self._join(ready)
 
-    def _join(self, t: Ticket, step: Stepper) -> None:
-        job = t.job
-        rows = [_Row(t, i, job.length) for i in range(job.n)]
-        x = np.full(job.n, t.prime[-1], np.intp)
-        if job.seed is not None:
-            with self._lock:
-                self._groups.append(_Group(t.served, step, rows, x, seeded=True))
-            return
-        for r in rows:
-            r.rng = np.random.default_rng() if job.temperature else None
-        shared = next((g for g in self._groups if g.served is t.served and not g.seeded), None)
-        with self._lock:
-            if shared is None:
-                self._groups.append(_Group(t.served, step, rows, x, seeded=False))
+    def _join(self, ready: list[tuple[Ticket, Stepper | None]]) -> None:
+        """Requests whose prime is read join the batch: a seeded one as a group of its own, the others their
+        model's shared group, all of those of one round in one join (each join rebuilds the group's step, so
+        64 requests arriving together are one rebuild, not 64). A request without a stepper starts from the
+        zero state: one stepper is made for all of those of the round, after the rows that were fed."""
+        joining: dict[int, tuple[Served, list[Stepper], list[_Row], list[int], list[_Row], list[int]]] = {}
+        for t, step in ready:
+            job = t.job
+            rows = [_Row(t, i, job.length) for i in range(job.n)]
+            if job.seed is not None:
+                step = t.served.backend.begin(job.n) if step is None else step
+                x = np.full(job.n, t.prime[-1], np.intp)
+                with self._lock:
+                    self._groups.append(_Group(t.served, step, rows, x, seeded=True))
+                continue
+            for r in rows:
+                r.rng = np.random.default_rng() if job.temperature else None
+            _, steps, fed, fed_x, zero, zero_x = joining.setdefault(id(t.served), (t.served, [], [], [], [], []))
+            if step is None:
+                zero += rows
+                zero_x += [t.prime[-1]] * job.n
             else:
-                shared.add(step, rows, x)
+                steps.append(step)
+                fed += rows
+                fed_x += [t.prime[-1]] * job.n
+        for served, steps, fed, fed_x, zero, zero_x in joining.values():
+            if zero:
+                steps.append(served.backend.begin(len(zero)))
+            rows, x = fed + zero, np.array(fed_x + zero_x, np.intp)
+            shared = next((g for g in self._groups if g.served is served and not g.seeded), None)
+            if shared is not None:
+                shared.add(steps, rows, x)
+                continue
+            step = steps[0] if len(steps) == 1 else served.backend.join(steps)
+            with self._lock:
+                self._groups.append(_Group(served, step, rows, x, seeded=False))  # type: ignore[arg-type]
 
     def _steps(self, g: _Group, k: int) -> tuple[np.ndarray, list[list[CharLogprob | None]] | None]:
         """k steps of a group: ids (k, B), and per step per row the logprob record of rows that asked."""

@@ -164,3 +164,35 @@ def test_shared_groups_step_on_int8_from_32_samples_seeded_ones_as_sample_does(t
     assert isinstance(joined, E._Int8Step)
     np.testing.assert_allclose(joined.state()[:, 0], parts[0].state()[:, 0], rtol=1e-6)  # its state came along
     assert isinstance(backend.keep(joined, list(range(E.SHARED_INT8_MIN - 1))), GRUStep)
+
+
+def test_requests_arriving_together_join_the_batch_in_one_rebuild_each_with_its_own_state(tiny_run: Path) -> None:
+    served = E.load_served(charlm.load(tiny_run))
+    eng = E.Engine(served)  # not started: the round is driven by hand
+    backend, calls = served.backend, {"begin": 0, "join": 0}
+
+    def counted(name: str):  # noqa: ANN202 - wraps a backend method
+        inner = getattr(backend, name)
+
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls[name] += 1
+            return inner(*args, **kwargs)
+
+        return call
+
+    backend.begin, backend.join = counted("begin"), counted("join")  # type: ignore[method-assign]
+    primes = ["the cat", "", "", "my", "", "the cat"] * 6  # 36 requests: 12 of them have a prime to read
+    tickets = [E.Ticket(E.Job(p, 50), served, eng.encode_prime(p), Got(1)) for p in primes]
+    eng._priming = [(t, backend.begin(1) if len(t.prime) > 1 else None, 0) for t in tickets]
+    calls["begin"] = 0
+    eng._prime()
+    # one zero-state stepper for the 24 empty primes, and one rebuild (the join's own begin) for all 36
+    assert calls == {"begin": 2, "join": 1}
+    (group,) = eng._groups
+    state = group.step.state()
+    for i, row in enumerate(group.rows):
+        alone = backend.begin(1)
+        backend.feed(alone, row.ticket.prime[:-1])
+        np.testing.assert_allclose(state[:, i], alone.state()[:, 0], atol=1e-5)
+        assert group.x[i] == row.ticket.prime[-1]
+    assert sorted(id(r.ticket) for r in group.rows) == sorted(id(t) for t in tickets)
