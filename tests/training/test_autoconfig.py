@@ -21,11 +21,24 @@ def shape(c) -> str:  # noqa: ANN001 - an AutoChoice
     return f"{c.model['layers']}x{c.model['hidden']}"
 
 
-def test_a_small_corpus_for_a_minute_on_this_cpu_gets_a_small_fast_model() -> None:
-    c = choose(65, 180_000, REFERENCE, budget_seconds=60, val_chars=20_000)
+def test_a_small_corpus_for_45_seconds_on_this_cpu_gets_a_small_fast_model() -> None:
+    c = choose(65, 180_000, REFERENCE, budget_seconds=45, val_chars=20_000)
     assert shape(c) == "1x256" and c.train["batch_size"] == 32 and c.train["lr"] == 3e-3
-    assert 0.1 < c.model["dropout"] <= 0.25  # ~13 passes over the text: it would start to memorise it
-    assert "1 min at ~44k chars/s on cpu" in c.reason and "passes over 180k" in c.reason
+    assert 0.1 <= c.model["dropout"] <= 0.25  # 10 passes over the text: it would start to memorise it
+    assert "max_steps" not in c.train  # under the pass cap: the whole budget is used
+    assert "45 s at ~44k chars/s on cpu" in c.reason and "passes over 180k" in c.reason
+
+
+def test_when_the_pass_cap_would_stop_a_small_model_early_a_larger_one_uses_the_time() -> None:
+    small = choose(65, 180_000, REFERENCE, budget_seconds=45)
+    minute = choose(65, 180_000, REFERENCE, budget_seconds=60)  # a 1x256 would stop after 12 passes at 50 s
+    assert shape(small) == "1x256" and shape(minute) == "2x256"
+    assert "max_steps" not in minute.train and 5 <= minute.passes < MAX_PASSES
+    assert minute.model["dropout"] == dropout_for(minute.passes)
+    five = choose(65, 180_000, REFERENCE, budget_seconds=300)  # 2x384 has 8 parameters per character of text
+    assert shape(five) == "2x256" and five.passes == pytest.approx(MAX_PASSES, rel=0.01)
+    tiny = choose(65, 30_000, REFERENCE, budget_seconds=60)  # a 1x256 would have 9 parameters per character
+    assert shape(tiny) == "1x128" and "it stops after 12 passes" in tiny.reason
 
 
 def test_one_megabyte_on_this_cpu_three_then_ten_minutes() -> None:
@@ -43,7 +56,7 @@ def test_twenty_megabytes_on_a_gpu_get_a_wide_model_and_a_large_batch() -> None:
     cpu = choose(100, 20 * MB, REFERENCE, budget_seconds=600, val_chars=2 * MB)
     assert shape(gpu) == "3x1024" and gpu.train["batch_size"] >= 128 and gpu.train["lr"] > 3e-3
     assert shape(cpu) == "2x384" and cpu.train["batch_size"] == 32
-    assert 5 < gpu.passes < 8 and 0.1 <= gpu.model["dropout"] < 0.15  # 6 passes over 20 MB: a little dropout
+    assert 5 < gpu.passes < 8 and gpu.model["dropout"] == 0.0  # 6 passes over 20 MB: under the 9 dropout starts at
     assert "on cuda" in gpu.reason
 
 
@@ -97,9 +110,9 @@ def test_a_tiny_text_keeps_every_stream_long_enough() -> None:
     assert (5_000 - 1) // c.train["batch_size"] >= c.train["seq_len"]
 
 
-def test_dropout_starts_at_five_passes_and_grows_to_its_cap() -> None:
-    values = [dropout_for(p) for p in (1, 4.9, 5, 8, 12, 20, 100)]
-    assert values == [0.0, 0.0, 0.1, 0.14, 0.2, 0.2, 0.2]
+def test_dropout_starts_at_nine_passes_and_grows_to_its_cap() -> None:
+    values = [dropout_for(p) for p in (1, 8.9, 9, 10.5, 12, 20, 100)]
+    assert values == [0.0, 0.0, 0.1, 0.15, 0.2, 0.2, 0.2]
 
 
 def test_no_budget_is_an_error() -> None:
