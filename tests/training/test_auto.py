@@ -105,10 +105,10 @@ def test_bad_patience_is_a_usage_error(tiny_corpus: Path) -> None:
     assert res.exit_code == 2 and "--patience must be 0 (off) or more (got -1)" in res.stderr
 
 
-@pytest.mark.parametrize(("gain", "batch"), [(1.0, 32), (1.5, 64)])
+@pytest.mark.parametrize(("gain", "batch"), [(1.0, 32), (1.3, 32), (1.9, 64)])
 def test_calibration_times_the_batches_the_rule_weighs(monkeypatch, gain: float, batch: int) -> None:
     """The doubled batch the rule considers is timed, and its measured speed decides: no gain keeps 32 streams
-    (whatever the fitted model would predict), a real gain doubles them."""
+    (whatever the fitted model would predict), nor does a CPU-like 1.3x; a GPU-like gain doubles them."""
     from charlm.config import TrainConfig
     from charlm.training import auto
     from charlm.training import calibrate as cal

@@ -54,9 +54,10 @@ def test_one_megabyte_on_this_cpu_three_then_ten_minutes() -> None:
 def test_twenty_megabytes_on_a_gpu_get_a_wide_model_and_a_large_batch() -> None:
     gpu = choose(100, 20 * MB, GPU, budget_seconds=600, val_chars=2 * MB, device_kind="cuda")
     cpu = choose(100, 20 * MB, REFERENCE, budget_seconds=600, val_chars=2 * MB)
-    assert shape(gpu) == "3x1024" and gpu.train["batch_size"] >= 128 and gpu.train["lr"] > 3e-3
+    # this profile reads 1.42x as fast at 64 streams, 1.27x more at 128: the rule doubles once
+    assert shape(gpu) == "3x1024" and gpu.train["batch_size"] == 64 and gpu.train["lr"] > 3e-3
     assert shape(cpu) == "2x384" and cpu.train["batch_size"] == 32
-    assert 5 < gpu.passes < 8 and gpu.model["dropout"] == 0.0  # 6 passes over 20 MB: under the 9 dropout starts at
+    assert 4 < gpu.passes < 8 and gpu.model["dropout"] == 0.0  # 5 passes over 20 MB: under the 9 dropout starts at
     assert "on cuda" in gpu.reason
 
 
