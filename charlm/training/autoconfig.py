@@ -13,8 +13,8 @@ reasons in characters read: for each candidate shape the budget buys `seconds x 
   PARAMS_PER_TEXT_CHAR parameters per character of text: on 180,000 characters for a minute, a 2x256 reading
   8 passes generalises better than a 1x256 stopped at 12 (benchmarks/auto_vs_fixed.py, both CPU kinds), and in
   the sweep a 2x256 had matched the finished 1x256's 12 passes after 5.6 passes of a longer schedule;
-* dropout from the planned passes: none below DROPOUT_FROM, then from DROPOUT_START up to DROPOUT_MAX (see
-  dropout_for);
+* dropout from the planned passes: none below DROPOUT_FROM (SHORT_DROPOUT_FROM in a plan of fewer than
+  MIN_STEPS steps), then from DROPOUT_START up to DROPOUT_MAX (see dropout_for);
 * batch: 32 streams, doubled while that trains BATCH_GAIN times faster (a GPU, whose step is mostly the
   recurrence's latency); the learning rate grows with the batch's square root;
 * validation: often enough for the plateau rule (about EVALS_PER_RUN per run), rarely enough to cost at most
@@ -43,7 +43,8 @@ from charlm.training.calibrate import Shape, SpeedModel
 CANDIDATES = ((1, 128), (1, 256), (2, 256), (2, 384), (2, 512), (2, 768), (3, 1024), (3, 1536))
 CHARS_PER_PARAM = 3.0  # the fewest characters per parameter a chosen model reads in its plan
 STEP_UP_PASSES, PARAMS_PER_TEXT_CHAR = 5.0, 4.0  # see pick: when a capped plan gives way to a larger model
-DROPOUT_FROM, MAX_PASSES = 9.0, 12.0  # dropout: none below 9 passes, 0.1 at 9, rising to 0.2 at 12 (the cap)
+DROPOUT_FROM, MAX_PASSES = 5.0, 12.0  # dropout: none below 5 passes, 0.1 at 5, rising to 0.2 at 12 (the cap)
+SHORT_DROPOUT_FROM = 9.0  # the same in a plan of fewer than MIN_STEPS steps: none below 9 passes
 DROPOUT_START, DROPOUT_MAX = 0.1, 0.2
 OVERHEAD = 0.9  # share of a run's time spent in training steps (the rest: validation, batching)
 BATCH_GAIN, MIN_STEPS = 1.4, 2000  # see batch_for
@@ -79,14 +80,18 @@ class Plan:
         return max(1, int(self.chars // (self.shape.batch_size * self.shape.seq_len)))
 
 
-def dropout_for(passes: float) -> float:
+def dropout_for(passes: float, steps: int = MIN_STEPS) -> float:
     """None below DROPOUT_FROM passes over the text, then DROPOUT_START, rising in a straight line to DROPOUT_MAX
-    at MAX_PASSES. Dropout makes a CPU's training step 10-15% slower (2x256, batch 32: 69 ms a step without,
-    77-80 ms with 0.14), and below 9 passes it did not pay that back: on 180,000 characters for a minute a 2x256
-    reading 8 passes reached 1.5421 nats/char without dropout and 1.5594 with 0.14 (AMD EPYC, bf16)."""
-    if passes < DROPOUT_FROM:
+    at MAX_PASSES; but in a plan of fewer than MIN_STEPS steps none below SHORT_DROPOUT_FROM passes, rising from
+    there. Dropout makes a CPU's step 10-15% slower (2x256, batch 32: 69 ms a step without, 77-80 ms with 0.14)
+    and slows learning, which a short run cannot pay back before it ends: on 180,000 characters for a minute a
+    2x256 reading 8 passes in 826 steps reached 1.5421 nats/char without dropout and 1.5594 with 0.14. A long
+    run memorises without it: tiny Shakespeare for 10 minutes, a 2x384 reading 9 passes in 4,409 steps without
+    dropout was best at step 3,500 (1.4937) and ended at 1.5054 (AMD EPYC, bf16)."""
+    start = DROPOUT_FROM if steps >= MIN_STEPS else SHORT_DROPOUT_FROM
+    if passes < start:
         return 0.0
-    share = min(1.0, (passes - DROPOUT_FROM) / (MAX_PASSES - DROPOUT_FROM))
+    share = min(1.0, (passes - start) / (MAX_PASSES - start))
     return round(DROPOUT_START + (DROPOUT_MAX - DROPOUT_START) * share, 2)
 
 
@@ -192,7 +197,7 @@ def choose(
     over = {k: v for k, v in (overrides or {}).items() if v is not None and v != "auto"}
     plan = pick(_plans(over, vocab_size, train_chars, speed, budget_seconds, budget_steps), vocab_size, train_chars)
     s, passes = plan.shape, plan.chars / max(train_chars, 1)
-    model = {"embed": s.embed, "hidden": s.hidden, "layers": s.layers, "dropout": dropout_for(passes)}
+    model = {"embed": s.embed, "hidden": s.hidden, "layers": s.layers, "dropout": dropout_for(passes, plan.steps())}
     train = {"batch_size": s.batch_size, "seq_len": s.seq_len, "lr": lr_for(s.batch_size)}
     train["eval_every"] = eval_every_for(plan, val_chars)
     if plan.chars < plan.bought and budget_steps is None:  # a given --max-steps is kept; a time budget is capped
