@@ -12,7 +12,6 @@ as `\\x1b`, by `escape_controls`, the one function that does so.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
@@ -38,15 +37,22 @@ def _escape(m: re.Match[str]) -> str:
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
 
 
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")  # bytes that arrived as surrogate escapes
+
+
+def _as_utf8(m: re.Match[str]) -> str:
+    return m.group().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def escape_controls(text: str, keep: str = "\n\t") -> str:
     """`text` with every control character but those in `keep` written out as an escape (ESC as `\\x1b`).
 
     A file name whose bytes arrived as surrogate escapes (a locale Python does not read as UTF-8) is shown as
     the UTF-8 it is, where it is.
     """
-    if any("\udc80" <= c <= "\udcff" for c in text):
-        with contextlib.suppress(UnicodeError):  # other surrogates too: leave them to be escaped below
-            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    # each run of surrogate escapes on its own, so that a lone surrogate elsewhere in the text (which no codec
+    # writes) does not change how the run is shown, and a text shows the same escaped whole or in pieces
+    text = _ESCAPED_BYTES.sub(_as_utf8, text)
     pattern = _PATTERNS.get(keep)
     if pattern is None:
         allowed = "".join(re.escape(c) for c in keep)

@@ -166,3 +166,11 @@ def test_escapes_read_as_python_would(keep: str) -> None:
     assert escape_controls("a\x1b[2Jb\x07\u202e", keep) == "a\\x1b[2Jb\\x07\\u202e"
     assert escape_controls("x\ny", keep) == ("x\ny" if "\n" in keep else "x\\ny")
     assert escape_controls("\udce6\udc97\udca5") == "日"  # a UTF-8 file name read under an ASCII locale
+
+
+def test_bytes_that_arrived_as_surrogate_escapes_show_the_same_whole_or_in_pieces() -> None:
+    # found by the explain-view test: a lone surrogate elsewhere used to change how the escaped bytes were shown
+    text = "[/]\udce6\udc97\ud800"
+    pieces = escape_controls("[/]\udce6\udc97") + escape_controls("\ud800")
+    assert escape_controls(text) == "[/]\\xe6\\x97\\ud800" == pieces
+    assert escape_controls("name-\udce6\udc97\udca5.txt") == "name-日.txt"  # valid UTF-8 is shown as what it is
