@@ -10,6 +10,9 @@ once by charlm's calibration and kept in the JSON file, so a rerun trains the sa
     python benchmarks/sweep.py --calibrate     # time the shapes again (on a quiet machine) before running
     python benchmarks/sweep.py --only small    # the points whose corpus name contains this
     python benchmarks/sweep.py --grid variants # only the points that try other training options (VARIANTS)
+    python benchmarks/sweep.py --grid variants --shard 1/2 --json a.json &  # the same on two cores, each shard
+    python benchmarks/sweep.py --grid variants --shard 2/2 --json b.json    # in its own file (from sweep.json's)
+    python benchmarks/sweep.py --merge a.json b.json                       # then into sweep.json
 
 The corpora: the first 200,000 characters of tiny Shakespeare ("small"), all of it ("full"), and the shipped
 corpora/markov.txt ("markov"); the last 10% of each is validation. A budget is a time ("30s" to "10m") or a
@@ -39,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 BATCH, SEQ = 32, 64  # charlm's defaults: every point uses them, so shapes differ in width and depth only
 OVERHEAD = 0.9  # a real run spends ~10% of its time outside training steps (validation, batching)
+DEFAULT_JSON = ROOT / "benchmarks" / "sweep.json"
 BUDGETS = {"30s": 30, "1m": 60, "2m": 120, "3m": 180, "5m": 300, "10m": 600}
 
 # (corpus, budget, "layers x hidden", dropout). Chosen to stay near an hour of one core: many short points on
@@ -63,10 +67,10 @@ VARIANTS: list[tuple[str, str, str, float, str]] = [
     *[("full", "3m", "2x256", 0.0, o) for o in (LINEAR, WSD, "--ema 0.99", "--ema 0.998")],
     *[("full", "3m", "2x256", 0.0, f"--seq-len {n}") for n in (32, 128)],
     *[("full", "3m", "2x256", 0.0, f"--weight-decay {w}") for w in (0, 0.1)],
+    *[("full", "3m", "2x256", 0.0, f"--lr {lr}") for lr in (0.002, 0.005)],
     *[("small", "2m", "2x256", 0.2, o) for o in (LINEAR, WSD, "--ema 0.99", "--weight-decay 0.1")],
     *[("full", "10m", "2x384", 0.1, o) for o in (LINEAR, WSD, "--ema 0.998", "--seq-len 128", "--weight-decay 0.1")],
-    *[("full", "10m", s, d, "") for s, d in (("2x512", 0.1), ("3x384", 0.1), ("2x384", 0.2), ("1x512", 0.0))],
-    ("full", "10m", "2x512", 0.1, LINEAR),
+    *[("full", "10m", s, d, "") for s, d in (("2x512", 0.1), ("3x384", 0.1), ("1x512", 0.0))],
 ]
 
 
@@ -186,28 +190,36 @@ def point_key(p: dict[str, Any]) -> tuple[str, str, str, float, str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "sweep.json")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     p.add_argument("--calibrate", action="store_true", help="time the shapes again before running")
     p.add_argument("--table", action="store_true", help="print the table of the stored results only")
     p.add_argument("--only", default="", help="run only the points whose corpus name contains this")
+    p.add_argument("--merge", type=Path, nargs="+", help="add these shards' points to --json, print the table")
+    p.add_argument("--shard", default="1/1", help="K/N: run every N-th point from the K-th (one process a core)")
     p.add_argument("--grid", choices=("all", "base", "variants"), default="all", help="which points to run")
     args = p.parse_args(argv)
-    results = json.loads(args.json.read_text()) if args.json.is_file() else {"points": []}
-    if not args.table:
+    start = args.json if args.json.is_file() else DEFAULT_JSON  # a shard's own file starts from the stored one
+    results = json.loads(start.read_text()) if start.is_file() else {"points": []}
+    if args.merge:
+        for shard in args.merge:
+            known = {point_key(q) for q in results["points"]}
+            results["points"] += [q for q in json.loads(shard.read_text())["points"] if point_key(q) not in known]
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if not args.table and not args.merge:
         todo = [q for q in points() if args.grid == "all" or (args.grid == "variants") == (q in VARIANTS)]
-        keys = sorted({(s, seq_len_of(o)) for _, _, s, _, o in todo})
+        keys = sorted({(s, seq_len_of(o)) for _, _, s, _, o in todo})  # every shard's: all timed at once
         speeds = results.get("speeds", {})
         if args.calibrate or not all(speed_key(*k) in speeds for k in keys):
             missing = keys if args.calibrate else [k for k in keys if speed_key(*k) not in speeds]
             results["speeds"] = {**speeds, **measure_speeds(missing)}
             results["machine"] = {**machine(), "load_average_at_calibration": os.getloadavg()[0]}
-        run_grid(results, todo, args.only, args.json)
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+        k, n = (int(x) for x in args.shard.split("/"))
+        run_grid(results, todo[k - 1 :: n], args.only, args.json)
     print(table(results))
 
 
-def run_grid(
-    results: dict[str, Any], todo: list[tuple[str, str, str, float, str]], only: str, path: Path
-) -> None:
+def run_grid(results: dict[str, Any], todo: list[tuple[str, str, str, float, str]], only: str, path: Path) -> None:
     done = {point_key(q) for q in results["points"]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
