@@ -10,16 +10,19 @@ first 200,000 characters (1 and 5 minutes).
     python benchmarks/auto_vs_fixed.py --kind avx2              # ATEN_CPU_CAPABILITY=avx2 and --precision fp32
     python benchmarks/auto_vs_fixed.py --kind native,avx2       # both, one after the other
     python benchmarks/auto_vs_fixed.py --budgets 15s --small-budgets 15s --allow-load   # a quick check
+    python benchmarks/auto_vs_fixed.py --budgets '' --small-budgets 1m --seeds 1,2,3   # a row's mean of 3 seeds
 
 Timing figures need a quiet machine, so it refuses to start when the 1-minute load average is above
 --max-load (0.5) unless --allow-load. It prints a table (with the CPU model and whether bf16 is native) and
-appends every pair to benchmarks/auto_vs_fixed.json. Automatic should never be worse than fixed by more
-than TOLERANCE nats/char.
+appends every pair to benchmarks/auto_vs_fixed.json. With --seeds each budget trains one pair a seed (auto,
+fixed, auto, fixed, ...: a drift in the machine's speed falls on both) and the table shows their means.
+Automatic should never be worse than fixed by more than TOLERANCE nats/char.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -85,16 +88,33 @@ def held_out(corpus: Path, folder: Path) -> Path:
     return path
 
 
+def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row a (kind, text, budget): the first seed's pair with each side's nats/char and steps averaged over
+    the seeds (and how many there were)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["kind"], r["text"], r["budget"]), []).append(r)
+    out = []
+    for group in groups.values():
+        row = {**group[0], "seeds": len(group)}
+        for side in ("auto", "fixed"):
+            runs = [g[side] for g in group]
+            row[side] = {**runs[0], "nats_per_char": sum(r["nats_per_char"] for r in runs) / len(runs),
+                         "steps": round(sum(r["steps"] for r in runs) / len(runs))}  # fmt: skip
+        out.append(row)
+    return out
+
+
 def table(rows: list[dict[str, Any]], about: dict[str, Any]) -> str:
     bf16 = "bf16 native" if about["bf16_native"] else "no native bf16"
     lines = [
         f"{about['cpu']}, {about['cores']} cores, {bf16}, torch {about['torch']}",
         "",
-        "| kind | text | budget | automatic: nats/char (steps; choice) | fixed 2x256: nats/char (steps) "
+        "| kind | text | budget | seeds | automatic: nats/char (steps; choice) | fixed 2x256: nats/char (steps) "
         "| auto - fixed | within 0.005 | calibration s | re-plan |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in mean_rows(rows):
         a, f = r["auto"], r["fixed"]
         diff = a["nats_per_char"] - f["nats_per_char"]
         choice = f"{a['shape']}, dropout {a['dropout']:g}, batch {a['batch_size']}"
@@ -102,7 +122,8 @@ def table(rows: list[dict[str, Any]], about: dict[str, Any]) -> str:
         changed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in (replanned or {}).get("changed", {}).items())
         replan = "-" if replanned is None else f"{replanned['measured_chars_per_sec']:,} chars/s: {changed or 'kept'}"
         lines.append(
-            f"| {r['kind']} | {TEXTS[r['text']]} | {r['budget']} | {a['nats_per_char']:.4f} ({a['steps']:,}; "
+            f"| {r['kind']} | {TEXTS[r['text']]} | {r['budget']} | {r['seeds']} "
+            f"| {a['nats_per_char']:.4f} ({a['steps']:,}; "
             f"{choice}) | {f['nats_per_char']:.4f} ({f['steps']:,}) | {diff:+.4f} | "
             f"{'yes' if diff <= TOLERANCE else 'NO'} | {a['auto'].get('calibration_seconds', '-')} | {replan} |"
         )
@@ -116,10 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--small-budgets", default="1m,5m", help="budgets on its first 200,000 characters")
     p.add_argument("--shakespeare", type=Path, default=sweep.SHAKESPEARE, help="where tiny Shakespeare is")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "auto_vs_fixed.json")
+    p.add_argument("--seeds", default="", help="comma-separated --seed values: one pair each (default: charlm's)")
     p.add_argument("--max-load", type=float, default=0.5, help="the busiest 1-minute load average to start at")
     p.add_argument("--allow-load", action="store_true", help="run on a busy machine anyway (figures disturbed)")
     args = p.parse_args(argv)
     kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
+    try:
+        seeds: list[int | None] = [int(s) for s in args.seeds.split(",") if s.strip()] or [None]
+    except ValueError:
+        raise SystemExit(f"--seeds must be comma-separated integers (got {args.seeds!r})") from None
     if not kinds or any(k not in KINDS for k in kinds):
         raise SystemExit(f"--kind must be native, avx2 or native,avx2 (got {args.kind!r})")
     if not args.shakespeare.is_file():
@@ -142,20 +168,24 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(tmp)
         for kind in kinds:
             env, precision = KINDS[kind]
-            for text, budget in plan:
+            for (text, budget), seed in itertools.product(plan, seeds):
                 corpus = sweep.corpus_file(text, folder)
                 val = held_out(corpus, folder)
                 pair: dict[str, Any] = {"kind": kind, "text": text, "budget": budget}
-                for name, extra in (("auto", precision), ("fixed", [*FIXED, *precision])):
-                    out = folder / f"{kind}-{text}-{budget}-{name}"
+                seeded = [] if seed is None else ["--seed", str(seed)]
+                if seed is not None:
+                    pair["seed"] = seed
+                for name, extra in (("auto", [*precision, *seeded]), ("fixed", [*FIXED, *precision, *seeded])):
+                    out = folder / f"{kind}-{text}-{budget}-{name}-{seed}"
                     pair[name] = one_run(corpus, val, budget, extra, env, out)
-                    print(f"{kind} {text} {budget} {name}: {pair[name]['nats_per_char']:.4f} nats/char "
-                          f"({pair[name]['steps']:,} steps)", file=sys.stderr, flush=True)  # fmt: skip
+                    print(f"{kind} {text} {budget} {name}{'' if seed is None else f' seed {seed}'}: "
+                          f"{pair[name]['nats_per_char']:.4f} nats/char ({pair[name]['steps']:,} steps)",
+                          file=sys.stderr, flush=True)  # fmt: skip
                 rows.append(pair)
                 stored.append({**pair, "machine": about, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())})
                 args.json.write_text(json.dumps(stored, indent=1) + "\n")  # after every pair: it can be stopped
     print(table(rows, about))
-    worst = max(r["auto"]["nats_per_char"] - r["fixed"]["nats_per_char"] for r in rows)
+    worst = max(r["auto"]["nats_per_char"] - r["fixed"]["nats_per_char"] for r in mean_rows(rows))
     print(f"\nworst auto - fixed: {worst:+.4f} nats/char (tolerance {TOLERANCE}); load average {load:.2f} at start")
     if not math.isfinite(worst):
         raise SystemExit("a run gave no finite score")

@@ -49,3 +49,21 @@ def test_the_table_marks_automatic_worse_than_the_tolerance() -> None:
     assert lines[0] == "Some CPU, 2 cores, no native bf16, torch 2.13"
     assert "| +0.0020 | yes | 1.2 | - |" in lines[4]
     assert "| +0.0100 | NO | - | 20,000 chars/s: dropout 0.1 -> 0.0 |" in lines[5]
+
+
+def test_seeds_of_one_budget_make_one_row_of_their_means() -> None:
+    def pair(seed: int, auto: float, fixed: float, steps: int) -> dict:
+        side = {"steps": steps, "shape": "2x256", "dropout": 0.0, "batch_size": 32, "auto": {}}
+        return {"kind": "native", "text": "small", "budget": "1m", "seed": seed,
+                "auto": {**side, "nats_per_char": auto}, "fixed": {**side, "nats_per_char": fixed}}  # fmt: skip
+
+    rows = [pair(1, 1.56, 1.54, 700), pair(2, 1.54, 1.55, 800), pair(3, 1.55, 1.55, 750)]
+    rows.append({**pair(1, 1.40, 1.50, 2000), "text": "full"})
+    means = auto_vs_fixed.mean_rows(rows)
+    assert [(r["text"], r["seeds"]) for r in means] == [("small", 3), ("full", 1)]
+    assert means[0]["auto"]["nats_per_char"] == pytest.approx(1.55)
+    assert means[0]["fixed"]["nats_per_char"] == pytest.approx((1.54 + 1.55 + 1.55) / 3)
+    assert means[0]["auto"]["steps"] == 750
+    about = {"cpu": "Some CPU", "cores": 2, "bf16_native": True, "torch": "2.13"}
+    lines = auto_vs_fixed.table(rows, about).splitlines()
+    assert len(lines) == 6 and "| 1m | 3 | 1.5500 (750;" in lines[4] and "| +0.0033 | yes |" in lines[4]

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -55,3 +58,24 @@ def test_every_variant_is_a_new_point_with_options_charlm_accepts() -> None:
         fields = {w[2:].replace("-", "_"): words[i + 1] for i, w in enumerate(words) if w.startswith("--")}
         cfg = TrainConfig(**{k: type(getattr(TrainConfig(), k))(v) for k, v in fields.items()})
         assert cfg.problems() == [], options
+
+
+def test_shards_split_the_points_and_merge_into_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "sweep.json"
+    base.write_text('{"speeds": {"2x256": 1000}, "points": [{"corpus": "full", "budget": "3m", "shape": "2x256", '
+                    '"dropout": 0.0, "options": "", "steps": 1, "passes": 1.0, "best_val_nats": 2.0, "best_step": 1, '
+                    '"final_val_nats": 2.0, "final_train_nats": 2.0}]}')  # fmt: skip
+    monkeypatch.setattr(sweep, "DEFAULT_JSON", base)
+    ran: list[list] = []
+    monkeypatch.setattr(sweep, "run_grid", lambda results, todo, only, path: ran.append(todo))
+    monkeypatch.setattr(sweep, "measure_speeds", lambda keys: {sweep.speed_key(*k): 1000.0 for k in keys})
+    monkeypatch.setattr(sweep, "machine", lambda: {})
+    for k in (1, 2):
+        sweep.main(["--grid", "variants", "--shard", f"{k}/2", "--json", str(tmp_path / f"s{k}.json")])
+    assert ran[0] + ran[1] and sorted(ran[0] + ran[1]) == sorted(sweep.VARIANTS) and not set(ran[0]) & set(ran[1])
+    assert "points" in json.loads((tmp_path / "s1.json").read_text())  # started from the stored file
+    point = {**json.loads(base.read_text())["points"][0], "budget": "10m"}
+    (tmp_path / "s2.json").write_text(json.dumps({"points": [point]}))
+    sweep.main(["--merge", str(tmp_path / "s1.json"), str(tmp_path / "s2.json"), "--json", str(base)])
+    merged = json.loads(base.read_text())["points"]
+    assert [p["budget"] for p in merged] == ["3m", "10m"]  # the stored point once, the shard's new one added
