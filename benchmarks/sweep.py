@@ -10,6 +10,7 @@ once by charlm's calibration and kept in the JSON file, so a rerun trains the sa
     python benchmarks/sweep.py --calibrate     # time the shapes again (on a quiet machine) before running
     python benchmarks/sweep.py --only small    # the points whose corpus name contains this
     python benchmarks/sweep.py --grid variants # only the points that try other training options (VARIANTS)
+    python benchmarks/sweep.py --grid repeats  # the defaults again and with other seeds: the points' noise
     python benchmarks/sweep.py --grid variants --shard 1/2 --json a.json &  # the same on two cores, each shard
     python benchmarks/sweep.py --grid variants --shard 2/2 --json b.json    # in its own file (from sweep.json's)
     python benchmarks/sweep.py --merge a.json b.json                       # then into sweep.json
@@ -73,10 +74,21 @@ VARIANTS: list[tuple[str, str, str, float, str]] = [
     *[("full", "10m", s, d, "") for s, d in (("2x512", 0.1), ("3x384", 0.1), ("1x512", 0.0))],
 ]
 
+# The noise of a point: the defaults' points trained again by today's trainer (the schedule named, so that
+# the key differs from GRID's) and with another seed, and warmup-stable-decay with another seed and a
+# longer decay.
+REPEATS: list[tuple[str, str, str, float, str]] = [
+    ("full", "3m", "2x256", 0.0, "--lr-schedule cosine"),
+    ("full", "3m", "2x256", 0.0, "--seed 1"),
+    ("full", "3m", "2x256", 0.0, f"{WSD} --seed 1"),
+    ("full", "3m", "2x256", 0.0, f"{WSD} --decay-fraction 0.4"),
+    ("full", "10m", "2x384", 0.1, "--lr-schedule cosine"),
+]
+
 
 def points() -> list[tuple[str, str, str, float, str]]:
-    """Every point: GRID's with no options of their own, then VARIANTS."""
-    return [(c, b, s, d, "") for c, b, s, d in GRID] + VARIANTS
+    """Every point: GRID's with no options of their own, then VARIANTS, then REPEATS."""
+    return [(c, b, s, d, "") for c, b, s, d in GRID] + VARIANTS + REPEATS
 
 
 def seq_len_of(options: str) -> int:
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default="", help="run only the points whose corpus name contains this")
     p.add_argument("--merge", type=Path, nargs="+", help="add these shards' points to --json, print the table")
     p.add_argument("--shard", default="1/1", help="K/N: run every N-th point from the K-th (one process a core)")
-    p.add_argument("--grid", choices=("all", "base", "variants"), default="all", help="which points to run")
+    p.add_argument("--grid", choices=("all", "base", "variants", "repeats"), default="all", help="which points")
     args = p.parse_args(argv)
     start = args.json if args.json.is_file() else DEFAULT_JSON  # a shard's own file starts from the stored one
     results = json.loads(start.read_text()) if start.is_file() else {"points": []}
@@ -206,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
             results["points"] += [q for q in json.loads(shard.read_text())["points"] if point_key(q) not in known]
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     if not args.table and not args.merge:
-        todo = [q for q in points() if args.grid == "all" or (args.grid == "variants") == (q in VARIANTS)]
+        grids = {"base": [q for q in points() if q not in VARIANTS + REPEATS], "variants": VARIANTS}
+        todo = grids.get(args.grid, REPEATS if args.grid == "repeats" else points())
         keys = sorted({(s, seq_len_of(o)) for _, _, s, _, o in todo})  # every shard's: all timed at once
         speeds = results.get("speeds", {})
         if args.calibrate or not all(speed_key(*k) in speeds for k in keys):
