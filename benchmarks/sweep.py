@@ -10,6 +10,7 @@ once by charlm's calibration and kept in the JSON file, so a rerun trains the sa
     python benchmarks/sweep.py --calibrate     # time the shapes again (on a quiet machine) before running
     python benchmarks/sweep.py --only small    # the points whose corpus name contains this
     python benchmarks/sweep.py --grid variants # only the points that try other training options (VARIANTS)
+    python benchmarks/sweep.py --grid combos   # the options that won on their own, together (COMBOS)
     python benchmarks/sweep.py --grid repeats  # the defaults again and with other seeds: the points' noise
     python benchmarks/sweep.py --grid variants --shard 1/2 --json a.json &  # the same on two cores, each shard
     python benchmarks/sweep.py --grid variants --shard 2/2 --json b.json    # in its own file (from sweep.json's)
@@ -74,21 +75,26 @@ VARIANTS: list[tuple[str, str, str, float, str]] = [
     *[("full", "10m", s, d, "") for s, d in (("2x512", 0.1), ("3x384", 0.1), ("1x512", 0.0))],
 ]
 
-# The noise of a point: the defaults' points trained again by today's trainer (the schedule named, so that
-# the key differs from GRID's) and with another seed, and warmup-stable-decay with another seed and a
-# longer decay.
+# The options that won on their own at 3 minutes, together, at 3 and 10 minutes.
+COMBOS: list[tuple[str, str, str, float, str]] = [
+    ("full", "3m", "2x256", 0.0, f"{WSD} --lr 0.005"),
+    ("full", "10m", "2x384", 0.1, f"{WSD} --lr 0.005"),
+]
+
+# The noise of a point: the defaults' 3-minute point trained again by today's trainer (the schedule named, so
+# that the key differs from GRID's: training is deterministic, it lands on the same figure) and with another
+# seed, and warmup-stable-decay with another seed and a longer decay.
 REPEATS: list[tuple[str, str, str, float, str]] = [
     ("full", "3m", "2x256", 0.0, "--lr-schedule cosine"),
     ("full", "3m", "2x256", 0.0, "--seed 1"),
     ("full", "3m", "2x256", 0.0, f"{WSD} --seed 1"),
     ("full", "3m", "2x256", 0.0, f"{WSD} --decay-fraction 0.4"),
-    ("full", "10m", "2x384", 0.1, "--lr-schedule cosine"),
 ]
 
 
 def points() -> list[tuple[str, str, str, float, str]]:
-    """Every point: GRID's with no options of their own, then VARIANTS, then REPEATS."""
-    return [(c, b, s, d, "") for c, b, s, d in GRID] + VARIANTS + REPEATS
+    """Every point: GRID's with no options of their own, then VARIANTS, COMBOS and REPEATS."""
+    return [(c, b, s, d, "") for c, b, s, d in GRID] + VARIANTS + COMBOS + REPEATS
 
 
 def seq_len_of(options: str) -> int:
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default="", help="run only the points whose corpus name contains this")
     p.add_argument("--merge", type=Path, nargs="+", help="add these shards' points to --json, print the table")
     p.add_argument("--shard", default="1/1", help="K/N: run every N-th point from the K-th (one process a core)")
-    p.add_argument("--grid", choices=("all", "base", "variants", "repeats"), default="all", help="which points")
+    p.add_argument("--grid", choices=("all", "base", "variants", "combos", "repeats"), default="all", help="points")
     args = p.parse_args(argv)
     start = args.json if args.json.is_file() else DEFAULT_JSON  # a shard's own file starts from the stored one
     results = json.loads(start.read_text()) if start.is_file() else {"points": []}
@@ -218,8 +224,9 @@ def main(argv: list[str] | None = None) -> None:
             results["points"] += [q for q in json.loads(shard.read_text())["points"] if point_key(q) not in known]
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     if not args.table and not args.merge:
-        grids = {"base": [q for q in points() if q not in VARIANTS + REPEATS], "variants": VARIANTS}
-        todo = grids.get(args.grid, REPEATS if args.grid == "repeats" else points())
+        grids = {"variants": VARIANTS, "combos": COMBOS, "repeats": REPEATS}
+        base = [q for q in points() if not any(q in g for g in grids.values())]
+        todo = {**grids, "base": base}.get(args.grid, points())
         keys = sorted({(s, seq_len_of(o)) for _, _, s, _, o in todo})  # every shard's: all timed at once
         speeds = results.get("speeds", {})
         if args.calibrate or not all(speed_key(*k) in speeds for k in keys):

@@ -53,7 +53,7 @@ def test_every_variant_is_a_new_point_with_options_charlm_accepts() -> None:
 
     assert len(set(sweep.points())) == len(sweep.points())  # no variant repeats a point of GRID
     assert {p[:4] for p in sweep.points()} >= set(sweep.GRID)
-    for *_, options in sweep.VARIANTS + sweep.REPEATS:
+    for *_, options in sweep.VARIANTS + sweep.COMBOS + sweep.REPEATS:
         words = options.split()
         fields = {w[2:].replace("-", "_"): words[i + 1] for i, w in enumerate(words) if w.startswith("--")}
         cfg = TrainConfig(**{k: type(getattr(TrainConfig(), k))(v) for k, v in fields.items()})
