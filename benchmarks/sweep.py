@@ -8,7 +8,7 @@ once by charlm's calibration and kept in the JSON file, so a rerun trains the sa
     python benchmarks/sweep.py                 # run the points not yet in benchmarks/sweep.json, print the table
     python benchmarks/sweep.py --table         # print the table only
     python benchmarks/sweep.py --calibrate     # time the shapes again (on a quiet machine) before running
-    python benchmarks/sweep.py --only small    # the points whose corpus name contains this
+    python benchmarks/sweep.py --only small    # the points whose line ("full 10m 2x384 d0.1 --ema 0.998") has this
     python benchmarks/sweep.py --grid variants # only the points that try other training options (VARIANTS)
     python benchmarks/sweep.py --grid combos   # the options that won on their own, together (COMBOS)
     python benchmarks/sweep.py --grid repeats  # the defaults again and with other seeds: the points' noise
@@ -75,10 +75,12 @@ VARIANTS: list[tuple[str, str, str, float, str]] = [
     *[("full", "10m", s, d, "") for s, d in (("2x512", 0.1), ("3x384", 0.1), ("1x512", 0.0))],
 ]
 
-# The options that won on their own at 3 minutes, together, at 3 and 10 minutes.
+# The options that won on their own at 3 minutes, together, at 3 and 10 minutes (a longer decay won at 3).
 COMBOS: list[tuple[str, str, str, float, str]] = [
     ("full", "3m", "2x256", 0.0, f"{WSD} --lr 0.005"),
     ("full", "10m", "2x384", 0.1, f"{WSD} --lr 0.005"),
+    ("full", "3m", "2x256", 0.0, f"{WSD} --decay-fraction 0.4 --lr 0.005"),
+    ("full", "10m", "2x384", 0.1, f"{WSD} --decay-fraction 0.4"),
 ]
 
 # The noise of a point: the defaults' 3-minute point trained again by today's trainer (the schedule named, so
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     p.add_argument("--calibrate", action="store_true", help="time the shapes again before running")
     p.add_argument("--table", action="store_true", help="print the table of the stored results only")
-    p.add_argument("--only", default="", help="run only the points whose corpus name contains this")
+    p.add_argument("--only", default="", help="run only the points whose line (as printed) contains this")
     p.add_argument("--merge", type=Path, nargs="+", help="add these shards' points to --json, print the table")
     p.add_argument("--shard", default="1/1", help="K/N: run every N-th point from the K-th (one process a core)")
     p.add_argument("--grid", choices=("all", "base", "variants", "combos", "repeats"), default="all", help="points")
@@ -244,7 +246,8 @@ def run_grid(results: dict[str, Any], todo: list[tuple[str, str, str, float, str
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for corpus, budget, shape, dropout, options in todo:
-            if (corpus, budget, shape, dropout, options) in done or only not in corpus:
+            said = f"{corpus} {budget} {shape} d{dropout} {options}".strip()
+            if (corpus, budget, shape, dropout, options) in done or only not in said:
                 continue
             file = corpus_file(corpus, folder)
             seq_len = seq_len_of(options)
@@ -260,7 +263,6 @@ def run_grid(results: dict[str, Any], todo: list[tuple[str, str, str, float, str
                      "train_chars": train_chars, "passes": steps * chars_per_step / train_chars, **r}  # fmt: skip
             results["points"].append(point)
             path.write_text(json.dumps(results, indent=1) + "\n")  # after every point: the sweep can be stopped
-            said = f"{corpus} {budget} {shape} d{dropout} {options}".strip()
             print(f"{said}: {r['best_val_nats']:.4f} ({r['wall_s']:.0f}s)", flush=True)
 
 
