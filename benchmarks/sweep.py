@@ -81,6 +81,7 @@ COMBOS: list[tuple[str, str, str, float, str]] = [
     ("full", "10m", "2x384", 0.1, f"{WSD} --lr 0.005"),
     ("full", "3m", "2x256", 0.0, f"{WSD} --decay-fraction 0.4 --lr 0.005"),
     ("full", "10m", "2x384", 0.1, f"{WSD} --decay-fraction 0.4"),
+    ("small", "2m", "2x256", 0.2, f"{WSD} --decay-fraction 0.4"),
 ]
 
 # The noise of a point: the defaults' 3-minute point trained again by today's trainer (the schedule named, so
