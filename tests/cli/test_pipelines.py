@@ -307,5 +307,8 @@ def test_version_and_completion(work: Path) -> None:
     assert (v.returncode, v.stdout, v.stderr) == (0, f"charlm {__version__}\n".encode(), b"")
     c = charlm(cwd=work, _CHARLM_COMPLETE="complete_bash", COMP_WORDS="charlm sa", COMP_CWORD="1")
     assert c.returncode == 0 and c.stdout.split() == [b"sample"]
-    s = charlm("--show-completion", "bash", cwd=work)
-    assert s.returncode == 0 and b"_CHARLM_COMPLETE=complete_bash" in s.stdout
+    # --show-completion takes no value: it prints the script for the shell it runs under (found from the
+    # parent processes), so it runs under bash here, whatever runs the tests.
+    shown = f"{sys.executable} -m charlm --show-completion && true"  # not exec: bash stays the parent
+    s = subprocess.run(["bash", "-c", shown], capture_output=True, cwd=work, env=env(), timeout=60)
+    assert s.returncode == 0 and b"_CHARLM_COMPLETE=complete_bash" in s.stdout, s.stderr
