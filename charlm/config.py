@@ -61,9 +61,9 @@ class TrainConfig(_Saved):
     seq_len: int = 64  # characters per stream per step: how far back gradients flow (truncated BPTT)
     batch_size: int = 32  # parallel streams the text is cut into; characters per step = batch_size * seq_len
     lr: float = 3e-3  # peak learning rate, reached after warmup, then decayed to lr * min_lr_ratio
-    min_lr_ratio: float = 0.1  # where the decay ends, as a share of lr (0: to zero)
-    lr_schedule: str = "cosine"  # cosine; linear; wsd: warmup, stable at lr, then linear over decay_fraction
-    decay_fraction: float = 0.2  # wsd: the last share of the budget over which the learning rate decays
+    min_lr_ratio: float = 0.0  # where the decay ends, as a share of lr (0: to zero)
+    lr_schedule: str = "wsd"  # wsd: warmup, stable at lr, then linear over decay_fraction; cosine; linear
+    decay_fraction: float = 0.4  # wsd: the last share of the budget over which the learning rate decays
     ema: float = 0.0  # decay of an average of the weights that checkpoints save (e.g. 0.999); 0: off
     warmup_steps: int = 50
     weight_decay: float = 0.01

@@ -56,7 +56,7 @@ Lr = Annotated[Optional[float], setting("Peak learning rate (AdamW; warmup, then
 LrSchedule = Annotated[
     Optional[str],
     setting(
-        "Learning-rate decay after warmup: cosine, linear, or wsd (flat, then linear over --decay-fraction).",
+        "Learning-rate decay after warmup: wsd (flat, then linear over --decay-fraction), cosine, or linear.",
         _T.lr_schedule,
     ),
 ]

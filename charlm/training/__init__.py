@@ -7,7 +7,7 @@ types.py        TrainData, TrainResult, the event callback
 auto.py         automatic configuration of a new run (autoconfig.py the rule, calibrate.py the speed)
 state.py        the resume state in and out of checkpoints
 distributed.py  only the torch.distributed hooks (RankInfo, the process group, collectives)
-schedule.py     get_lr (warmup, cosine decay) and Plateau (lower the rate, then stop early)
+schedule.py     get_lr (warmup, stable, decay) and Plateau (lower the rate, then stop early)
 compare.py      several cells trained on the same text and budget, side by side
 """
 

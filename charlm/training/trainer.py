@@ -1,4 +1,5 @@
-"""Training: stateful truncated BPTT with AdamW, warmup then cosine decay, and gradient clipping.
+"""Training: stateful truncated BPTT with AdamW, warmup, a stable learning rate, then a decay to
+zero over the last 40% of the budget (or cosine or linear), and gradient clipping.
 
 `Trainer` is the same on one process and on every rank of a torchrun job. It knows its rank (RankInfo) and
 calls the few hooks of charlm.training.distributed, which do nothing in a process of its own: the model runs

@@ -81,8 +81,8 @@ SETTINGS = {
     "seq_len": ("16", 16),
     "batch_size": ("4", 4),
     "lr": ("0.02", 0.02),
-    "lr_schedule": ("wsd", "wsd"),
-    "min_lr_ratio": ("0", 0.0),
+    "lr_schedule": ("cosine", "cosine"),
+    "min_lr_ratio": ("0.2", 0.2),
     "decay_fraction": ("0.3", 0.3),
     "weight_decay": ("0.05", 0.05),
     "ema": ("0.99", 0.99),
@@ -99,6 +99,8 @@ SETTINGS = {
 
 
 def test_every_train_setting_reaches_its_config(tiny_corpus: Path) -> None:
+    defaults = {**dataclasses.asdict(ModelConfig(vocab_size=9)), **dataclasses.asdict(TrainConfig())}
+    assert all(defaults.get(name) != expected for name, (_, expected) in SETTINGS.items())  # each one tells
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     fields = model_fields | {f.name for f in dataclasses.fields(TrainConfig)}
     options = {p.name for p in typer.main.get_command(app).commands["train"].params}

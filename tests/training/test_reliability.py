@@ -102,7 +102,7 @@ def test_max_steps_then_resume_with_larger_max_steps_continues(corpus: Path, tmp
     more = run.train(request(corpus, out, resume=True, max_steps=9), events)
     assert more.step == 9 and more.stopped_by == "max_steps"
     assert [i["step"] for i in events.of("step")] == [6, 7, 8, 9]
-    # The cosine schedule now runs over 9 steps: the learning rate at step 6 follows the new horizon.
+    # The schedule now runs over 9 steps: the learning rate at step 6 follows the new horizon.
     cfg = ckpt_io.resolve(out, "latest").train_config
     assert cfg.max_steps == 9
     from charlm.training.schedule import get_lr

@@ -55,7 +55,7 @@ def test_hidden_state_is_carried_detached_and_reset_each_pass(tmp_path: Path, ti
 
 
 def test_lr_warmup_then_cosine() -> None:
-    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.1)
     warm = [get_lr(s, 0.0, cfg) for s in range(10)]
     assert warm == pytest.approx([(s + 1) / 10 for s in range(10)])  # linear up to the peak
     assert get_lr(10, 0.0, cfg) == pytest.approx(1.0)
@@ -72,6 +72,13 @@ def test_no_warmup() -> None:
     cfg = TrainConfig(lr=2.0, warmup_steps=0, min_lr_ratio=0.0)
     assert get_lr(0, 0.0, cfg) == pytest.approx(2.0)
     assert get_lr(0, 1.0, cfg) == pytest.approx(0.0)
+
+
+def test_the_default_schedule_is_flat_then_falls_to_zero_over_the_last_40_percent() -> None:
+    cfg = TrainConfig(lr=1.0, warmup_steps=10)
+    assert (cfg.lr_schedule, cfg.min_lr_ratio, cfg.decay_fraction) == ("wsd", 0.0, 0.4)
+    assert [get_lr(100, p, cfg) for p in (0.0, 0.3, 0.6)] == pytest.approx([1.0, 1.0, 1.0])
+    assert [get_lr(100, p, cfg) for p in (0.7, 0.9, 1.0)] == pytest.approx([0.75, 0.25, 0.0])
 
 
 def test_fit_writes_metrics_and_prunes_checkpoints(tmp_path: Path, tiny_text: str) -> None:
